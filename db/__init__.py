@@ -1,0 +1,1 @@
+"""Database layer: typed SQLAlchemy models, sessions, queries and Alembic migrations."""

@@ -1,0 +1,125 @@
+"""The results table people query: the `scan_results` view and its filtered listing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Float, Integer, MetaData, Select, String, Table, Text, select
+from sqlalchemy.orm import Session
+
+from db.models import ScanStatus
+from db.types import UTCDateTime
+
+# The view is created by migration 0001. It lives in its own MetaData so that
+# `create_all` and Alembic autogenerate never try to create it as a table.
+_view_metadata = MetaData()
+scan_results = Table(
+    "scan_results",
+    _view_metadata,
+    Column("scan_id", Integer, primary_key=True),
+    Column("sha256", String(64)),
+    Column("source_path", Text),
+    Column("stored_path", Text),
+    Column("format", String(16)),
+    Column("modality", String(16)),
+    Column("body_part", String(64)),
+    Column("view_position", String(16)),
+    Column("study_instance_uid", String(64)),
+    Column("sop_instance_uid", String(64)),
+    Column("patient_ref", String(64)),
+    Column("status", String(16)),
+    Column("error", Text),
+    Column("error_code", String(64)),
+    Column("attempts", Integer),
+    Column("received_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("label", String(64)),
+    Column("probability", Float),
+    Column("threshold", Float),
+    Column("model_version", String(64)),
+    Column("predicted_at", UTCDateTime()),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One row of the results table; field names are the documented, stable output names."""
+
+    scan_id: int
+    sha256: str
+    source_path: str
+    stored_path: str | None
+    format: str | None
+    modality: str | None
+    body_part: str | None
+    view_position: str | None
+    study_instance_uid: str | None
+    sop_instance_uid: str | None
+    patient_ref: str | None
+    status: str
+    error: str | None
+    error_code: str | None
+    attempts: int
+    received_at: datetime
+    finished_at: datetime | None
+    label: str | None
+    probability: float | None
+    threshold: float | None
+    model_version: str | None
+    predicted_at: datetime | None
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Column order for CSV and tables."""
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping: timestamps as ISO 8601 UTC strings."""
+        out: dict[str, Any] = {}
+        for name in self.field_names():
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFilter:
+    """What `list_results` narrows the table to; every field is optional."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    status: ScanStatus | None = None
+    label: str | None = None
+    min_probability: float | None = None
+    model_version: str | None = None
+    limit: int | None = 100
+
+
+def results_query(filters: ResultFilter) -> Select[Any]:
+    """The SELECT behind `cxr-screen results`, newest scans first."""
+    view = scan_results.c
+    query = select(scan_results)
+    if filters.since is not None:
+        query = query.where(view.received_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(view.received_at < filters.until)
+    if filters.status is not None:
+        query = query.where(view.status == filters.status.value)
+    if filters.label is not None:
+        query = query.where(view.label == filters.label)
+    if filters.min_probability is not None:
+        query = query.where(view.probability >= filters.min_probability)
+    if filters.model_version is not None:
+        query = query.where(view.model_version == filters.model_version)
+    query = query.order_by(view.received_at.desc(), view.scan_id.desc())
+    if filters.limit is not None:
+        query = query.limit(filters.limit)
+    return query
+
+
+def list_results(session: Session, *, filters: ResultFilter) -> list[ResultRow]:
+    """Rows of the results table matching `filters`."""
+    rows = session.execute(results_query(filters)).mappings()
+    return [ResultRow(**dict(row)) for row in rows]

@@ -1,0 +1,73 @@
+"""Settings: embedded defaults, CXR_* overrides, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("CXR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the developer's folder
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///var/cxr-screen.db"
+    assert settings.broker_url.startswith("sqla+sqlite:///var/")
+    assert (settings.inbox, settings.archive, settings.quarantine, settings.model_dir) == (
+        Path("inbox"),
+        Path("archive"),
+        Path("quarantine"),
+        Path("models"),
+    )
+    assert settings.data_dir is None
+    assert settings.base_weights == "imagenet"
+    assert settings.backbone == "vgg16"
+
+
+def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    weights = tmp_path / "base.weights.h5"
+    weights.write_bytes(b"x")
+    monkeypatch.setenv("CXR_DATABASE_URL", "postgresql+psycopg://u:p@db:5432/cxr")
+    monkeypatch.setenv("CXR_BROKER_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("CXR_INBOX", "/srv/inbox")
+    monkeypatch.setenv("CXR_BASE_WEIGHTS", str(weights))
+    monkeypatch.setenv("CXR_CHEST_BODY_PARTS", "chest, thorax")
+    settings = load_settings()
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.inbox == Path("/srv/inbox")
+    assert settings.base_weights == str(weights)
+    assert settings.chest_body_parts == ("CHEST", "THORAX")
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CXR_INBOX=/data/dropbox\n")
+    assert load_settings().inbox == Path("/data/dropbox")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CXR_DATABASE_URL", "not a url", r"CXR_DATABASE_URL: 'not a url' is not a database URL"),
+        ("CXR_DATABASE_URL", "mysql://x/y", r"CXR_DATABASE_URL: database 'mysql' is not supp"),
+        ("CXR_DATABASE_URL", "postgresql+asyncpg://h/d", r"CXR_DATABASE_URL: .*psycopg"),
+        ("CXR_BROKER_URL", "kafka://h", r"CXR_BROKER_URL: 'kafka://h' is not a supported"),
+        ("CXR_BASE_WEIGHTS", "/nowhere.h5", r"CXR_BASE_WEIGHTS: '/nowhere.h5' is neither"),
+        ("CXR_MAX_PIXELS", "-3", r"CXR_MAX_PIXELS: .*greater than 0"),
+        ("CXR_RETRAIN_CRON", "2am", r"CXR_RETRAIN_CRON: '2am' is not a 5-field cron"),
+        ("CXR_BACKBONE", "alexnet", r"CXR_BACKBONE: .*'vgg16'"),
+    ],
+)
+def test_invalid_values_name_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()

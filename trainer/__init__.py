@@ -1,0 +1,1 @@
+"""Trainer: the transfer model, labelled-folder training, evaluation, registry, nightly runs."""

@@ -1,0 +1,1 @@
+"""Screening worker: settings, decoding, Celery app, watcher, inference and the CLI."""

@@ -1,0 +1,1 @@
+"""The `cxr-screen` command line."""

@@ -1,0 +1,32 @@
+"""Entry point of the `cxr-screen` command: one Typer app, one-line errors for people."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from worker.cli.common import CommandError
+from worker.cli.db_cmd import db_app
+from worker.cli.results_cmd import results
+
+app = typer.Typer(
+    name="cxr-screen",
+    help="Chest X-ray screening: drop scans in a folder, get NORMAL/PNEUMONIA results in a "
+    "database. Configure with CXR_* environment variables (see the README).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    add_completion=False,
+)
+app.add_typer(db_app, name="db")
+app.command("results")(results)
+
+
+def main() -> None:
+    """Run the CLI; problems a person can fix are one line on stderr and exit status 2."""
+    try:
+        app()
+    except CommandError as exc:
+        typer.echo(f"cxr-screen: error: {exc}", err=True)
+        sys.exit(2)

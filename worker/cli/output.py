@@ -1,0 +1,72 @@
+"""Write rows as a rich table, CSV or JSON lines, the three formats the CLI offers."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+
+class OutputFormat(enum.StrEnum):
+    """How a listing is printed."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+def write_rows(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    columns: Sequence[str],
+    output_format: OutputFormat,
+    table_columns: Sequence[str] | None = None,
+    title: str | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    """Print `rows`; return how many were written.
+
+    CSV always starts with its header (an empty result is still a valid file); JSON
+    lines carry every column; the table shows `table_columns` to fit a terminal.
+    """
+    out = stream or sys.stdout
+    count = 0
+    if output_format is OutputFormat.CSV:
+        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+            count += 1
+        return count
+    if output_format is OutputFormat.JSONL:
+        for row in rows:
+            out.write(json.dumps({k: row.get(k) for k in columns}, sort_keys=False) + "\n")
+            count += 1
+        return count
+    shown = list(table_columns or columns)
+    table = Table(title=title, show_lines=False)
+    for name in shown:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(name)) for name in shown))
+        count += 1
+    # Piped into a file or `less`, a terminal's 80 columns would fold every cell.
+    width = None if out.isatty() else 240
+    Console(file=out, soft_wrap=False, width=width).print(table)
+    return count
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, str) and len(value) > 19 and value[10:11] == "T" and value[4:5] == "-":
+        return value[:19].replace("T", " ")  # ISO timestamp: seconds are enough in a table
+    return str(value)

@@ -1,0 +1,175 @@
+"""One typed settings object, read from `CXR_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError as SourceError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
+DEFAULT_CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "CHEST_TO_PELVIS", "TORSO", "BREAST_CHEST")
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    """Everything a site can configure. Defaults are the embedded single-host setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CXR_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        "sqlite:///var/cxr-screen.db",
+        description="SQLAlchemy URL of the results database (sqlite:///... or "
+        "postgresql+psycopg://user:pass@host/db).",
+    )
+    broker_url: str = Field(
+        "sqla+sqlite:///var/broker.db",
+        description="Celery broker: embedded sqla+sqlite:///..., redis://host:6379/0 or amqp://.",
+    )
+    inbox: Path = Field(Path("inbox"), description="Watched folder where scans are dropped.")
+    archive: Path = Field(Path("archive"), description="Screened files are moved here.")
+    quarantine: Path = Field(
+        Path("quarantine"), description="Rejected/failed files are moved here with a reason."
+    )
+    model_dir: Path = Field(Path("models"), description="Model artifacts and the registry.")
+    data_dir: Path | None = Field(
+        None, description="Labelled folders for training: train/NORMAL, train/PNEUMONIA, val/..."
+    )
+    base_weights: str = Field(
+        "imagenet",
+        description="Backbone weights: 'imagenet' (download), a .weights.h5 file, or 'none'.",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Secret key for pseudonymous patient references (HMAC of Patient ID); "
+        "generated under var/ when unset.",
+    )
+    max_file_mb: Annotated[float, Field(gt=0)] = Field(
+        512.0, description="Files larger than this are rejected unread."
+    )
+    max_pixels: Annotated[int, Field(gt=0)] = Field(
+        80_000_000, description="Decoded pixel cap per image (decompression-bomb guard)."
+    )
+    # NoDecode: a comma-separated list in the environment, not JSON.
+    chest_body_parts: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_CHEST_BODY_PARTS,
+        description="DICOM Body Part Examined values taken as chest; other explicit values "
+        "are rejected (comma-separated). An absent body part is accepted.",
+    )
+    backbone: Literal[
+        "vgg16", "vgg19", "resnet50", "resnet50v2", "inceptionv3", "xception", "mobilenet"
+    ] = Field("vgg16", description="Convolutional base of the transfer model.")
+    train_epochs: Annotated[int, Field(ge=1, le=500)] = Field(5, description="Training epochs.")
+    train_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        32, description="Training batch size."
+    )
+    online_augmentation: bool = Field(
+        False,
+        description="Train end to end with the seed's online augmentation (shear, zoom, flip) "
+        "instead of cached frozen-base features: for GPU hosts.",
+    )
+    retrain_cron: str = Field(
+        "0 2 * * *", description="When the nightly retraining runs (cron: min hour dom mon dow)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of every process."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(
+                f"{value!r} is not a database URL; use sqlite:///path/to.db or "
+                "postgresql+psycopg://user:password@host:5432/dbname"
+            ) from exc
+        if url.get_backend_name() not in SUPPORTED_DATABASES:
+            raise ValueError(
+                f"database {url.get_backend_name()!r} is not supported; use sqlite:///... or "
+                "postgresql+psycopg://..."
+            )
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() not in (
+            "psycopg",
+            "psycopg2",
+        ):
+            raise ValueError(
+                f"PostgreSQL driver {url.get_driver_name()!r} is not installed; "
+                "write postgresql+psycopg://..."
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in SUPPORTED_BROKERS:
+            raise ValueError(
+                f"{value!r} is not a supported broker URL; use sqla+sqlite:///var/broker.db "
+                "(embedded), redis://host:6379/0 or amqp://user:pass@host:5672//"
+            )
+        return value
+
+    @field_validator("base_weights")
+    @classmethod
+    def _check_base_weights(cls, value: str) -> str:
+        if value in ("imagenet", "none"):
+            return value
+        if not Path(value).is_file():
+            raise ValueError(
+                f"{value!r} is neither 'imagenet', 'none' nor an existing weights file"
+            )
+        return value
+
+    @field_validator("chest_body_parts", mode="before")
+    @classmethod
+    def _split_body_parts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"{value!r} is not a 5-field cron expression such as '0 2 * * *' (02:00 daily)"
+            )
+        return value
+
+    @property
+    def var_dir(self) -> Path:
+        """Where embedded state lives (SQLite files, generated keys)."""
+        return Path("var")
+
+    def sync_url(self) -> str:
+        """The database URL for SQLAlchemy (as configured)."""
+        return self.database_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise `SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"CXR_{field.upper()}: {message}")
+        raise SettingsError("; ".join(problems)) from None
+    except SourceError as exc:
+        # A value that could not even be parsed (for example malformed JSON); the
+        # message names the field.
+        raise SettingsError(f"{exc}; check the CXR_* variable of that field") from None
