@@ -66,6 +66,28 @@ class Settings(BaseSettings):
         description="DICOM Body Part Examined values taken as chest; other explicit values "
         "are rejected (comma-separated). An absent body part is accepted.",
     )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        16, description="Scans per screening task (one model.predict call)."
+    )
+    decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Threads decoding a batch's files in parallel in each worker."
+    )
+    claim_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        600.0,
+        description="A scan still `processing` this long after a worker claimed it is "
+        "taken back (the worker died) and queued again.",
+    )
+    requeue_after_s: Annotated[float, Field(gt=0)] = Field(
+        300.0,
+        description="A scan still `queued` this long after its task was sent is sent again "
+        "(the broker lost it, or no model was active).",
+    )
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="How often the scheduler runs the reconcile task."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        3, description="A scan whose worker died this many times is marked failed."
+    )
     backbone: Literal[
         "vgg16", "vgg19", "resnet50", "resnet50v2", "inceptionv3", "xception", "mobilenet"
     ] = Field("vgg16", description="Convolutional base of the transfer model.")
@@ -153,9 +175,14 @@ class Settings(BaseSettings):
         """Where embedded state lives (SQLite files, generated keys)."""
         return Path("var")
 
-    def sync_url(self) -> str:
-        """The database URL for SQLAlchemy (as configured)."""
-        return self.database_url
+    @property
+    def visibility_timeout_s(self) -> float:
+        """Redis redelivers an unacknowledged task after this long.
+
+        Longer than the claim timeout, so the broker never hands a batch to a second
+        worker while the first may still be working on it.
+        """
+        return self.claim_timeout_s * 2 + 60
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -9,6 +9,7 @@ import typer
 from worker.cli.common import CommandError
 from worker.cli.db_cmd import db_app
 from worker.cli.results_cmd import results
+from worker.cli.service_cmd import beat, worker
 
 app = typer.Typer(
     name="cxr-screen",
@@ -21,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.command("results")(results)
+app.command("worker")(worker)
+app.command("beat")(beat)
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""`screen_batch` in-process on real files: claim, decode, predict, store, archive, quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Prediction, Scan, ScanStatus
+from db.scans import record_scan
+from db.session import session_scope
+from tests.tiny_model import register_model
+from worker.imaging import DecodeOptions
+from worker.inference import ModelCache
+from worker.screening import Filing, ScreeningContext, screen_batch
+
+
+def _drop(factory: sessionmaker[Session], files: list[Path]) -> list[int]:
+    ids = []
+    with session_scope(factory) as session:
+        for path in files:
+            scan, _ = record_scan(
+                session,
+                sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                source_path=str(path),
+                size_bytes=path.stat().st_size,
+            )
+            ids.append(scan.id)
+    return ids
+
+
+@pytest.fixture
+def context(session_factory: sessionmaker[Session], tmp_path: Path) -> ScreeningContext:
+    return ScreeningContext(
+        session_factory=session_factory,
+        models=ModelCache(session_factory),
+        decode_options=DecodeOptions(pseudonym_key=b"test-key"),
+        executor=ThreadPoolExecutor(2),
+        worker_name="test:1",
+        filing=Filing(tmp_path / "archive", tmp_path / "quarantine"),
+    )
+
+
+@pytest.fixture
+def inbox(tmp_path: Path, shared_data: Path) -> list[Path]:
+    """Three full-resolution JPEGs, two real chest DICOMs, a hip, and a truncated JPEG."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    jpegs = sorted((shared_data / "chest_xray_fullres").rglob("*.jpeg"))[:4]
+    dicoms = [
+        "cr_chest_sc_jpeg_baseline.dcm",
+        "dx_thorax_lateral_animal.dcm",
+        "cr_hip_jpeg_lossless.dcm",
+    ]
+    sources = jpegs[:3] + [shared_data / "dicom" / name for name in dicoms]
+    files = [Path(shutil.copy(src, folder / src.name)) for src in sources]
+    corrupt = folder / "corrupt.jpeg"
+    corrupt.write_bytes(jpegs[3].read_bytes()[:2000])  # a copy cut off mid-transfer
+    return [*files, corrupt]
+
+
+def test_a_batch_ends_with_every_scan_accounted_for(
+    context: ScreeningContext,
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+    tmp_path: Path,
+) -> None:
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
+    ids = _drop(session_factory, inbox)
+
+    report = screen_batch(context, ids)
+
+    assert report.model_version == "tiny-1"
+    assert len(report.done) == 5
+    assert len(report.rejected) == 1 and len(report.failed) == 1
+    with session_factory() as session:
+        scans = {Path(s.source_path).name: s for s in session.scalars(select(Scan))}
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 5
+    hip = scans["cr_hip_jpeg_lossless.dcm"]
+    assert (hip.status, hip.error_code) == (ScanStatus.REJECTED, "not_a_chest")
+    broken = scans["corrupt.jpeg"]
+    assert broken.status is ScanStatus.FAILED
+    assert broken.error and broken.error.startswith("corrupt.jpeg: ")
+    for bad in (hip, broken):
+        assert bad.stored_path and Path(bad.stored_path).is_file()
+        assert "quarantine" in bad.stored_path
+        reason = json.loads(Path(bad.stored_path + ".reason.json").read_text())
+        assert reason["code"] == bad.error_code and reason["message"] == bad.error
+    chest = scans["cr_chest_sc_jpeg_baseline.dcm"]
+    assert chest.status is ScanStatus.DONE
+    assert chest.format == "dicom" and chest.sop_instance_uid
+    assert chest.stored_path and Path(chest.stored_path).is_file()
+    assert Path(chest.stored_path).name == f"{chest.sha256}.dcm"
+    assert not any(p.exists() for p in inbox), "every file left the inbox"
+
+
+def test_a_redelivered_batch_writes_nothing_twice(
+    context: ScreeningContext,
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+    tmp_path: Path,
+) -> None:
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
+    ids = _drop(session_factory, inbox[:3])
+    first = screen_batch(context, ids)
+    again = screen_batch(context, ids)
+    assert len(first.done) == 3
+    assert again.done == [] and sorted(again.skipped) == sorted(ids)
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 3
+
+
+def test_without_an_active_model_scans_wait_in_the_queue(
+    context: ScreeningContext,
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+) -> None:
+    ids = _drop(session_factory, inbox[:2])
+    report = screen_batch(context, ids)
+    assert report.waiting == ids
+    with session_factory() as session:
+        statuses = set(session.scalars(select(Scan.status)))
+    assert statuses == {ScanStatus.QUEUED}
+    assert all(p.exists() for p in inbox[:2])
+
+
+def test_a_newly_promoted_model_is_used_for_the_next_batch(
+    context: ScreeningContext,
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+    tmp_path: Path,
+) -> None:
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
+    ids = _drop(session_factory, inbox[:4])
+    assert screen_batch(context, ids[:2]).model_version == "tiny-1"
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-2", seed=1)
+    assert screen_batch(context, ids[2:]).model_version == "tiny-2"
+    with session_factory() as session:
+        versions = dict(
+            session.execute(select(Prediction.scan_id, Prediction.model_version_id)).all()
+        )
+    assert len(set(versions.values())) == 2

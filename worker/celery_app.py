@@ -1,0 +1,104 @@
+"""The Celery app, built from settings: JSON only, late acks, one queue per kind of work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu.entity import Queue
+
+from worker.settings import Settings
+
+SCREENING_QUEUE = "screening"
+TRAINING_QUEUE = "training"
+SCREEN_TASK = "cxr.screen_batch"
+RECONCILE_TASK = "cxr.reconcile"
+RETRAIN_TASK = "cxr.retrain"
+
+
+def _cron(expression: str) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+def _embedded_broker_path(url: str) -> Path | None:
+    prefix = "sqla+sqlite:///"
+    return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
+
+
+def create_app(settings: Settings, *, include: tuple[str, ...] = ("worker.tasks",)) -> Celery:
+    """A Celery app for these settings.
+
+    Args:
+        settings: Validated settings (broker URL, timeouts, schedule).
+        include: Task modules this process registers. The screening worker only needs
+            `worker.tasks`; a training worker adds `trainer.tasks`. Beat and producers
+            send tasks by name and need neither.
+    """
+    embedded = _embedded_broker_path(settings.broker_url)
+    if embedded is not None:
+        embedded.parent.mkdir(parents=True, exist_ok=True)
+    app = Celery("cxr-screen", broker=settings.broker_url, include=list(include))
+    transport_options: dict[str, Any] = {
+        # Redis hands an unacknowledged task to another worker after this long: longer
+        # than any batch can legitimately take (see Settings.visibility_timeout_s).
+        "visibility_timeout": settings.visibility_timeout_s,
+    }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        # A task is acknowledged only after it ran; a worker lost mid-task means the
+        # broker delivers it again. Prefetch 1: a batch never waits behind another batch
+        # in a busy worker's buffer while an idle worker could take it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        # A producer (the watcher) must not hang when the broker is down: the scan rows
+        # are already written and the reconcile task sends them later.
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
+        task_queues=[Queue(SCREENING_QUEUE), Queue(TRAINING_QUEUE)],  # type: ignore[no-untyped-call]
+        task_default_queue=SCREENING_QUEUE,
+        task_routes={
+            SCREEN_TASK: {"queue": SCREENING_QUEUE},
+            RECONCILE_TASK: {"queue": SCREENING_QUEUE},
+            RETRAIN_TASK: {"queue": TRAINING_QUEUE},
+        },
+        beat_schedule={
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_s,
+                # A reconcile older than its interval is superseded by the next one.
+                "options": {"expires": settings.reconcile_interval_s},
+            },
+            "nightly-retrain": {
+                "task": RETRAIN_TASK,
+                "schedule": _cron(settings.retrain_cron),
+                "kwargs": {"trigger": "nightly"},
+            },
+        },
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        broker_channel_error_retry=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app

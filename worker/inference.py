@@ -1,0 +1,125 @@
+"""Load the active model artifact once per process and reload it when another is promoted."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import ModelStatus, ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(Exception):
+    """The active model cannot be served (artifact missing or altered).
+
+    Not the scans' fault: the batch is given back and retried, never marked failed.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A Keras model in memory with what the registry says about it."""
+
+    version_id: int
+    version: str
+    classes: tuple[str, ...]
+    positive_class: str
+    threshold: float
+    input_size: int
+    keras_model: Any
+
+    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255.
+
+        The backbone's preprocessing is inside the saved model, so the worker hands over
+        plain pixels and cannot drift from what the trainer did.
+        """
+        probabilities = self.keras_model.predict_on_batch(batch.astype(np.float32))
+        return np.asarray(probabilities, dtype=np.float32)
+
+    @property
+    def positive_index(self) -> int:
+        """Column of the positive class in `predict`'s output."""
+        return self.classes.index(self.positive_class)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model_version(row: ModelVersion) -> LoadedModel:
+    """Load the artifact of `row`, refusing one whose checksum does not match."""
+    import keras
+
+    path = Path(row.artifact_path)
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"model {row.version}: artifact {path} is missing; restore it from backup or "
+            "roll back with `cxr-screen models rollback`"
+        )
+    actual = file_sha256(path)
+    if actual != row.checksum:
+        raise ModelUnavailableError(
+            f"model {row.version}: {path} has checksum {actual[:12]}..., the registry says "
+            f"{row.checksum[:12]}...; the file was changed or corrupted: restore it or roll back"
+        )
+    keras_model = keras.models.load_model(path, compile=False)
+    expected = (None, row.input_size, row.input_size, 3)
+    if tuple(keras_model.input_shape) != expected:
+        raise ModelUnavailableError(
+            f"model {row.version}: input shape {keras_model.input_shape} differs from the "
+            f"registry's input size {row.input_size}; the artifact does not belong to this row"
+        )
+    log.info("loaded model %s (%s) from %s", row.version, row.backbone, path)
+    return LoadedModel(
+        version_id=row.id,
+        version=row.version,
+        classes=tuple(row.classes),
+        positive_class=row.positive_class,
+        threshold=row.threshold,
+        input_size=row.input_size,
+        keras_model=keras_model,
+    )
+
+
+class ModelCache:
+    """The model this process serves; checks the registry before each batch."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+        self._loaded: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> LoadedModel | None:
+        """The active model, loading it if the registry changed since the last batch.
+
+        Returns None when no model is active yet (scans then wait in the queue).
+        """
+        with self._session_factory() as session:
+            row = session.scalars(
+                select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE)
+            ).first()
+            if row is None:
+                return None
+            with self._lock:
+                if self._loaded is None or self._loaded.version_id != row.id:
+                    previous = self._loaded.version if self._loaded else None
+                    self._loaded = load_model_version(row)
+                    if previous:
+                        log.info("switched model %s -> %s", previous, row.version)
+                return self._loaded

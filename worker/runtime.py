@@ -1,0 +1,46 @@
+"""Per-process state of a worker, built on first use (after fork, never at import)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from db.session import make_engine, make_session_factory
+from worker.imaging.options import decode_options
+from worker.inference import ModelCache
+from worker.screening import Filing, ScreeningContext
+from worker.settings import Settings, load_settings
+
+_lock = threading.Lock()
+_context: dict[int, ScreeningContext] = {}
+
+
+def worker_name() -> str:
+    """`host:pid`, recorded on claims and predictions."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_context(settings: Settings, *, file_results: bool = True) -> ScreeningContext:
+    """Everything `screen_batch` needs, for these settings."""
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    return ScreeningContext(
+        session_factory=factory,
+        models=ModelCache(factory),
+        decode_options=decode_options(settings),
+        executor=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+        worker_name=worker_name(),
+        filing=Filing(settings.archive, settings.quarantine) if file_results else None,
+    )
+
+
+def process_context() -> ScreeningContext:
+    """This process's context. Keyed by pid: a forked child never reuses its parent's
+    engine, threads or TensorFlow state."""
+    pid = os.getpid()
+    with _lock:
+        if pid not in _context:
+            _context[pid] = build_context(load_settings())
+        return _context[pid]
