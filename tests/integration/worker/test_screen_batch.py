@@ -78,7 +78,8 @@ def test_a_batch_ends_with_every_scan_accounted_for(
 
     assert report.model_version == "tiny-1"
     assert len(report.done) == 5
-    assert len(report.rejected) == 1 and len(report.failed) == 1
+    assert len(report.rejected) == 1
+    assert len(report.failed) == 1
     with session_factory() as session:
         scans = {Path(s.source_path).name: s for s in session.scalars(select(Scan))}
         assert session.scalar(select(func.count()).select_from(Prediction)) == 5
@@ -86,16 +87,21 @@ def test_a_batch_ends_with_every_scan_accounted_for(
     assert (hip.status, hip.error_code) == (ScanStatus.REJECTED, "not_a_chest")
     broken = scans["corrupt.jpeg"]
     assert broken.status is ScanStatus.FAILED
-    assert broken.error and broken.error.startswith("corrupt.jpeg: ")
+    assert broken.error
+    assert broken.error.startswith("corrupt.jpeg: ")
     for bad in (hip, broken):
-        assert bad.stored_path and Path(bad.stored_path).is_file()
+        assert bad.stored_path
+        assert Path(bad.stored_path).is_file()
         assert "quarantine" in bad.stored_path
         reason = json.loads(Path(bad.stored_path + ".reason.json").read_text())
-        assert reason["code"] == bad.error_code and reason["message"] == bad.error
+        assert reason["code"] == bad.error_code
+        assert reason["message"] == bad.error
     chest = scans["cr_chest_sc_jpeg_baseline.dcm"]
     assert chest.status is ScanStatus.DONE
-    assert chest.format == "dicom" and chest.sop_instance_uid
-    assert chest.stored_path and Path(chest.stored_path).is_file()
+    assert chest.format == "dicom"
+    assert chest.sop_instance_uid
+    assert chest.stored_path
+    assert Path(chest.stored_path).is_file()
     assert Path(chest.stored_path).name == f"{chest.sha256}.dcm"
     assert not any(p.exists() for p in inbox), "every file left the inbox"
 
@@ -111,7 +117,8 @@ def test_a_redelivered_batch_writes_nothing_twice(
     first = screen_batch(context, ids)
     again = screen_batch(context, ids)
     assert len(first.done) == 3
-    assert again.done == [] and sorted(again.skipped) == sorted(ids)
+    assert again.done == []
+    assert sorted(again.skipped) == sorted(ids)
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 3
 
