@@ -47,11 +47,15 @@ def create_app(settings: Settings, *, include: tuple[str, ...] = ("worker.tasks"
     if embedded is not None:
         embedded.parent.mkdir(parents=True, exist_ok=True)
     app = Celery("cxr-screen", broker=settings.broker_url, include=list(include))
-    transport_options: dict[str, Any] = {
+    transport_options: dict[str, Any]
+    if embedded is not None:
+        # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's
+        # write lock instead of failing when the watcher, worker and beat write at once.
+        transport_options = {"connect_args": {"timeout": 30}}
+    else:
         # Redis hands an unacknowledged task to another worker after this long: longer
         # than any batch can legitimately take (see Settings.visibility_timeout_s).
-        "visibility_timeout": settings.visibility_timeout_s,
-    }
+        transport_options = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
