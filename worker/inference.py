@@ -27,6 +27,15 @@ class ModelUnavailableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    """The model's answer for one image."""
+
+    label: str
+    probability: float  # of the positive class
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedModel:
     """A Keras model in memory with what the registry says about it."""
 
@@ -51,6 +60,22 @@ class LoadedModel:
     def positive_index(self) -> int:
         """Column of the positive class in `predict`'s output."""
         return self.classes.index(self.positive_class)
+
+    @property
+    def negative_label(self) -> str:
+        """The label below the threshold: the other class of a binary model."""
+        others = [c for c in self.classes if c != self.positive_class]
+        return others[0] if len(others) == 1 else f"not {self.positive_class}"
+
+    def classify(self, batch: npt.NDArray[np.uint8]) -> list[Verdict]:
+        """One `predict` for the batch, labelled at the model's operating threshold."""
+        verdicts = []
+        for row in self.predict(batch):
+            positive = min(max(float(row[self.positive_index]), 0.0), 1.0)
+            label = self.positive_class if positive >= self.threshold else self.negative_label
+            probabilities = {c: float(p) for c, p in zip(self.classes, row, strict=True)}
+            verdicts.append(Verdict(label, positive, probabilities))
+        return verdicts
 
 
 def file_sha256(path: Path) -> str:

@@ -105,7 +105,9 @@ class BatchReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class Prepared:
+    """A file decoded into model input, with the header columns for its scan row."""
+
     image: npt.NDArray[np.uint8]
     header: dict[str, Any]
 
@@ -124,10 +126,12 @@ def _header_columns(metadata: ScanMetadata) -> dict[str, Any]:
     }
 
 
-def _prepare(
-    scan: _Claimed, size: int, options: DecodeOptions, filing: Filing | None
-) -> _Prepared | ScreeningError:
-    path = scan.current_file(filing)
+def prepare_file(path: Path, size: int, options: DecodeOptions) -> Prepared | ScreeningError:
+    """Decode `path` into a (size, size, 3) model input, or the reason it cannot be.
+
+    Bad files come back as the error (not raised) so one file never sinks its batch;
+    only transient I/O errors are raised.
+    """
     if not path.exists():
         return UnreadableScan(
             path,
@@ -136,7 +140,7 @@ def _prepare(
         )
     try:
         radiograph = decode_path(path, options)
-        return _Prepared(to_model_input(radiograph, size), _header_columns(radiograph.metadata))
+        return Prepared(to_model_input(radiograph, size), _header_columns(radiograph.metadata))
     except ScreeningError as exc:
         return exc
     except TransientError:
@@ -195,11 +199,13 @@ def _screen_claimed(
     # Draft-decode big JPEGs only down to what this model needs.
     options = replace(ctx.decode_options, draft_size=model.input_size)
     prepared = list(
-        ctx.executor.map(lambda s: _prepare(s, model.input_size, options, ctx.filing), claimed)
+        ctx.executor.map(
+            lambda s: prepare_file(s.current_file(ctx.filing), model.input_size, options), claimed
+        )
     )
     report.decode_seconds = time.perf_counter() - started
 
-    good: list[tuple[_Claimed, _Prepared]] = []
+    good: list[tuple[_Claimed, Prepared]] = []
     for scan, outcome in zip(claimed, prepared, strict=True):
         if isinstance(outcome, ScreeningError):
             _set_aside(ctx, scan, outcome)
@@ -212,21 +218,19 @@ def _screen_claimed(
         return
 
     started = time.perf_counter()
-    probabilities = model.predict(np.stack([p.image for _, p in good]))
+    verdicts = model.classify(np.stack([p.image for _, p in good]))
     report.predict_seconds = time.perf_counter() - started
     per_scan_ms = report.predict_seconds * 1000 / len(good)
 
     predictions: list[NewPrediction] = []
     updates: dict[int, dict[str, Any]] = {}
-    for (scan, ready), row in zip(good, probabilities, strict=True):
-        positive = float(row[model.positive_index])
-        label = model.positive_class if positive >= model.threshold else _negative(model)
+    for (scan, ready), verdict in zip(good, verdicts, strict=True):
         predictions.append(
             NewPrediction(
                 scan_id=scan.id,
-                label=label,
-                probability=min(max(positive, 0.0), 1.0),
-                probabilities={c: float(p) for c, p in zip(model.classes, row, strict=True)},
+                label=verdict.label,
+                probability=verdict.probability,
+                probabilities=verdict.probabilities,
                 threshold=model.threshold,
                 inference_ms=per_scan_ms,
                 batch_size=len(good),
@@ -251,11 +255,6 @@ def _screen_claimed(
             scan_updates=updates,
         )
     report.done = [p.scan_id for p in predictions]
-
-
-def _negative(model: LoadedModel) -> str:
-    others = [c for c in model.classes if c != model.positive_class]
-    return others[0] if len(others) == 1 else f"not {model.positive_class}"
 
 
 def _move(source: Path, target: Path) -> Path:

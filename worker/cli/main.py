@@ -8,7 +8,9 @@ import typer
 
 from worker.cli.common import CommandError
 from worker.cli.db_cmd import db_app
+from worker.cli.inspect_cmd import inspect
 from worker.cli.results_cmd import results
+from worker.cli.screen_cmd import screen
 from worker.cli.service_cmd import beat, worker
 
 app = typer.Typer(
@@ -22,8 +24,10 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.command("results")(results)
+app.command("screen")(screen)
 app.command("worker")(worker)
 app.command("beat")(beat)
+app.command("inspect")(inspect)
 
 
 def main() -> None:
