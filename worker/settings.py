@@ -66,6 +66,21 @@ class Settings(BaseSettings):
         description="DICOM Body Part Examined values taken as chest; other explicit values "
         "are rejected (comma-separated). An absent body part is accepted.",
     )
+    stable_seconds: Annotated[float, Field(ge=0)] = Field(
+        2.0,
+        description="A file is taken once its size and modification time have not changed "
+        "for this long (files still being copied are left alone).",
+    )
+    watch_polling: bool = Field(
+        False,
+        description="Poll the inbox instead of using inotify: for network shares (NFS, SMB) "
+        "where change notifications do not arrive.",
+    )
+    batch_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(
+        500,
+        description="The watcher sends a partly filled batch after this long, so a lone "
+        "scan is not kept waiting.",
+    )
     batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
         16, description="Scans per screening task (one model.predict call)."
     )

@@ -10,7 +10,7 @@ from db.migrate import current_revision, downgrade, head_revision, upgrade
 from db.models import Base
 from db.session import make_engine
 
-TABLES = {"scans", "predictions", "model_versions", "training_runs", "locks"}
+TABLES = {"scans", "predictions", "model_versions", "training_runs", "locks", "duplicates"}
 
 
 def test_upgrade_creates_every_table_and_the_results_view(migrated_engine: Engine) -> None:
