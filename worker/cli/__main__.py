@@ -1,0 +1,5 @@
+"""`python -m worker.cli`: the same as the `cxr-screen` command."""
+
+from worker.cli.main import main
+
+main()

@@ -1,0 +1,135 @@
+"""`cxr-screen up`: the whole service on one host, as supervised child processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from db.migrate import upgrade
+from db.models import ModelStatus, ModelVersion
+from db.session import make_engine, make_session_factory
+from worker.cli.common import CommandError, database_error, redacted, settings_or_fail
+from worker.settings import Settings
+from worker.supervisor import ChildSpec, Supervisor
+
+CLI = (sys.executable, "-m", "worker.cli")
+RESULTS_SQL = "SELECT * FROM scan_results ORDER BY received_at DESC"
+
+
+def _prepare_database(settings: Settings) -> str | None:
+    """Migrate, then return the active model's version (None when there is none)."""
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        with make_session_factory(engine)() as session:
+            return session.scalars(
+                select(ModelVersion.version).where(ModelVersion.status == ModelStatus.ACTIVE)
+            ).first()
+    except (OperationalError, ProgrammingError) as exc:
+        raise database_error(exc, settings.database_url) from None
+    finally:
+        engine.dispose()
+
+
+def _first_model(settings: Settings) -> None:
+    """Train a first model in the foreground (with its progress bar), or say what is missing."""
+    if settings.data_dir is None:
+        typer.secho(
+            "warning: no model is active and CXR_DATA_DIR is not set, so none can be "
+            "trained. The service starts anyway: scans dropped in the inbox are recorded and "
+            "wait safely in the queue, and are screened as soon as a model is active. "
+            "Provide labelled folders (CXR_DATA_DIR with train/NORMAL, train/PNEUMONIA, "
+            "val/...) and backbone weights (CXR_BASE_WEIGHTS), then run `cxr-screen train` "
+            "or restart `cxr-screen up`.",
+            fg="yellow",
+            err=True,
+        )
+        return
+    typer.echo(
+        f"No model is active: training one on {settings.data_dir} first "
+        f"(backbone {settings.backbone}, weights {settings.base_weights})."
+    )
+    result = subprocess.run([*CLI, "train"], check=False)
+    if result.returncode != 0:
+        typer.secho(
+            "warning: training the first model failed (see above); the service "
+            "starts anyway and scans wait in the queue until a model is active.",
+            fg="yellow",
+            err=True,
+        )
+
+
+def up(
+    no_train: Annotated[
+        bool,
+        typer.Option(
+            "--no-train",
+            help="Do not train a first model even when none "
+            "is active and labelled data is configured.",
+        ),
+    ] = False,
+    stop_timeout: Annotated[
+        float, typer.Option(help="Seconds to let in-flight batches finish on shutdown.")
+    ] = 60.0,
+) -> None:
+    """Run the whole service on this host: watcher, screening worker, training worker and
+    scheduler, with one combined log. Ctrl-C or SIGTERM stops everything cleanly.
+
+    On the embedded defaults (SQLite database and broker under `./var`, folders under the
+    working directory) nothing else needs to be installed. The database schema is
+    created or upgraded first; with no active model, one is trained first when
+    CXR_DATA_DIR is set.
+    """
+    settings = settings_or_fail()
+    for folder in (
+        settings.inbox,
+        settings.archive,
+        settings.quarantine,
+        settings.model_dir,
+        settings.var_dir,
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(f"cannot create {folder}: {exc.strerror}") from None
+    active = _prepare_database(settings)
+    if active is None and not no_train:
+        _first_model(settings)
+        active = _prepare_database(settings)
+    typer.echo(
+        "\n".join(
+            [
+                "cxr-screen is starting.",
+                f"  drop scans (DICOM, JPEG, PNG) into: {settings.inbox.resolve()}",
+                f"  results:  cxr-screen results   (or SQL on the view: {RESULTS_SQL})",
+                f"  database: {redacted(settings.database_url)}",
+                f"  model:    {active or 'none yet: scans wait in the queue'}",
+                "  stop:     Ctrl-C",
+            ]
+        )
+    )
+    supervisor = Supervisor(
+        [
+            ChildSpec("watcher", (*CLI, "watch")),
+            ChildSpec("worker", (*CLI, "worker", "--queues", "screening")),
+            ChildSpec("trainer", (*CLI, "worker", "--queues", "training")),
+            ChildSpec("beat", (*CLI, "beat")),
+        ]
+    )
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    supervisor.start()
+    supervisor.run()
+    codes = supervisor.stop(timeout=stop_timeout)
+    typer.echo(f"cxr-screen stopped ({', '.join(f'{k}: {v}' for k, v in codes.items())}).")
