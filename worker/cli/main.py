@@ -6,12 +6,14 @@ import sys
 
 import typer
 
+from worker.cli.check_cmd import check
 from worker.cli.common import CommandError
 from worker.cli.db_cmd import db_app
 from worker.cli.inspect_cmd import inspect
 from worker.cli.results_cmd import results
 from worker.cli.screen_cmd import screen
 from worker.cli.service_cmd import beat, worker
+from worker.cli.up_cmd import up
 
 app = typer.Typer(
     name="cxr-screen",
@@ -22,8 +24,10 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     add_completion=False,
 )
+app.command("up")(up)
 app.add_typer(db_app, name="db")
 app.command("results")(results)
+app.command("check")(check)
 app.command("screen")(screen)
 app.command("worker")(worker)
 app.command("beat")(beat)

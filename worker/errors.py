@@ -1,0 +1,119 @@
+"""Typed screening errors: each names its file, the scan status to record and a stable code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from db.models import ScanStatus
+
+
+class ScreeningError(Exception):
+    """A scan that will not be screened, with the status the worker records for it.
+
+    Every message has three parts: which file, what is wrong with it and what to do,
+    e.g. ``cr_hip.dcm: Body Part Examined is 'HIP', not a chest; only chest radiographs
+    are screened (...)``. Messages name the file, never the patient.
+
+    Attributes:
+        path: The file, or None when the input was not a file.
+        status: `rejected` for a valid file that is out of scope, `failed` for a broken one.
+        code: A short, stable snake_case identifier for logs, metrics and the database.
+        problem: What is wrong, without the file name.
+        remedy: What to do about it.
+    """
+
+    status: ClassVar[ScanStatus] = ScanStatus.FAILED
+    code: ClassVar[str] = "screening_error"
+
+    def __init__(self, path: Path | None, problem: str, remedy: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The full sentence: file, problem, remedy."""
+        name = self.path.name if self.path is not None else "<input>"
+        return f"{name}: {self.problem}; {self.remedy}"
+
+    def __reduce__(self) -> tuple[type[ScreeningError], tuple[Path | None, str, str]]:
+        # Celery's prefork pool pickles exceptions across processes; the default
+        # reduction would call __init__ with the message as the only argument.
+        return (type(self), (self.path, self.problem, self.remedy))
+
+
+class UnreadableScan(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """Corrupt, truncated, undecodable or of a format the decoder does not know."""
+
+    status = ScanStatus.FAILED
+    code = "unreadable"
+
+
+class NoPixelData(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """A DICOM object without an image, such as a structured report."""
+
+    status = ScanStatus.REJECTED
+    code = "no_pixel_data"
+
+
+class MultiFrame(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """A DICOM image with more than one frame; only single radiographs are screened."""
+
+    status = ScanStatus.REJECTED
+    code = "multi_frame"
+
+
+class NotARadiograph(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """An image of another modality (CT, MR, US, ...)."""
+
+    status = ScanStatus.REJECTED
+    code = "not_a_radiograph"
+
+
+class NotAChest(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """A radiograph whose Body Part Examined is explicitly not a chest."""
+
+    status = ScanStatus.REJECTED
+    code = "not_a_chest"
+
+
+class TooLarge(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """Over the file-size or decoded-pixel cap (a decompression bomb, or a wrong file)."""
+
+    status = ScanStatus.REJECTED
+    code = "too_large"
+
+
+class TransientError(Exception):
+    """An I/O failure worth retrying (network share hiccup, file locked, disk error).
+
+    Deliberately not a `ScreeningError`: it says nothing about the scan itself. The
+    worker retries the task and records `failed` only when the retries run out. A file
+    that no longer exists is not transient (retrying cannot bring it back): that is an
+    `UnreadableScan`.
+    """
+
+    code: ClassVar[str] = "transient_io"
+
+    def __init__(self, path: Path | None, problem: str, remedy: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The full sentence: file, problem, remedy."""
+        name = self.path.name if self.path is not None else "<input>"
+        return f"{name}: {self.problem}; {self.remedy}"
+
+    def __reduce__(self) -> tuple[type[TransientError], tuple[Path | None, str, str]]:
+        return (type(self), (self.path, self.problem, self.remedy))
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """A third-party exception as one short line for a message (decoders write several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

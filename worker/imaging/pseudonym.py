@@ -1,0 +1,59 @@
+"""Pseudonymous patient references: a keyed hash of the Patient ID, never the name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+KEY_FILE_NAME = "pseudonym.key"
+KEY_BYTES = 32
+REF_HEX_CHARS = 32
+
+
+def patient_ref(key: bytes, patient_id: str | None, issuer: str | None) -> str | None:
+    """HMAC-SHA256 of ``PatientID^IssuerOfPatientID`` as 32 hex characters.
+
+    The issuer is part of the message because the same Patient ID from two hospitals
+    is two patients. Returns None when there is no Patient ID.
+    """
+    if patient_id is None or not patient_id.strip():
+        return None
+    message = f"{patient_id.strip()}^{(issuer or '').strip()}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:REF_HEX_CHARS]
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the pseudonym key at `path`, creating a random one on first use.
+
+    Several workers may start at once: the key is written to a private temporary file
+    and hard-linked into place, which fails if another process won the race, so every
+    process ends up with the same key.
+    """
+    if path.exists():
+        return _read_key(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(secrets.token_bytes(KEY_BYTES))
+        # Another process created the key first: use theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES // 2:
+        raise ValueError(
+            f"{path} holds {len(key)} bytes, too short for a pseudonym key; delete it to "
+            "generate a new one (patient references will change) or set CXR_PSEUDONYM_KEY"
+        )
+    return key
