@@ -45,7 +45,7 @@ from db.session import make_engine, make_session_factory, session_scope
 from worker.celery_app import create_app
 from worker.dispatch import send_batches
 from worker.imaging import DecodeOptions
-from worker.screening import Prepared, prepare_file
+from worker.screening import Prepared, draft_for, prepare_file
 from worker.settings import Settings
 
 SIZE = 224
@@ -69,7 +69,7 @@ def raw_rate(artifact: Path, files: list[Path], batch_size: int, repeats: int) -
     import keras
 
     model = keras.models.load_model(artifact, compile=False)
-    options = DecodeOptions(draft_size=SIZE)
+    options = draft_for(DecodeOptions(), SIZE)
     images = []
     for f in files:
         prepared = prepare_file(f, SIZE, options)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,7 @@ from worker.cli.output import OutputFormat, write_rows
 from worker.dispatch import chunks
 from worker.errors import ScreeningError
 from worker.runtime import build_context
-from worker.screening import ScreeningContext, prepare_file, screen_batch
+from worker.screening import ScreeningContext, draft_for, prepare_file, screen_batch
 
 COLUMNS = (
     "source_path",
@@ -140,7 +139,7 @@ def _screen_unrecorded(
 ) -> list[dict[str, Any]]:
     model = ctx.models.current()
     assert model is not None  # checked by the caller
-    options = replace(ctx.decode_options, draft_size=model.input_size)
+    options = draft_for(ctx.decode_options, model.input_size)
     rows: list[dict[str, Any]] = []
     for batch in chunks(list(range(len(files))), batch_size):
         paths = [files[i] for i in batch]
