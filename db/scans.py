@@ -200,8 +200,13 @@ def mark_unscreenable(
     code: str,
     error: str,
     stored_path: str | None,
+    header: dict[str, Any] | None = None,
 ) -> None:
-    """Record that a scan was rejected or failed, why, and where its file now is."""
+    """Record that a scan was rejected or failed, why, and where its file now is.
+
+    `header` holds what is known of a rejected file (its modality, body part, UIDs), so a
+    site can see what kind of images are being sent to the wrong place.
+    """
     if status not in (ScanStatus.FAILED, ScanStatus.REJECTED):
         raise ValueError(f"{status} is not a final error status: use failed or rejected")
     now = utcnow()
@@ -215,6 +220,7 @@ def mark_unscreenable(
             finished_at=now,
             stored_path=stored_path if stored_path is not None else Scan.stored_path,
             updated_at=now,
+            **(header or {}),
         )
     )
 

@@ -25,7 +25,13 @@ from db.scans import (
 from db.session import session_scope
 from worker.errors import ScreeningError, TransientError, UnreadableScan, brief
 from worker.filing import archive_path, move_file, quarantine_path, write_reason
-from worker.imaging import DecodeOptions, ScanMetadata, decode_path, to_model_input
+from worker.imaging import (
+    DecodeOptions,
+    ScanMetadata,
+    decode_path,
+    read_metadata,
+    to_model_input,
+)
 from worker.inference import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
@@ -279,28 +285,41 @@ def _move(source: Path, target: Path) -> Path:
         ) from exc
 
 
+def _rejected_header(
+    path: Path, error: ScreeningError, options: DecodeOptions
+) -> dict[str, Any] | None:
+    """Header columns of a valid-but-out-of-scope file (a CT, a hip), read before it moves."""
+    if error.status is not ScanStatus.REJECTED or error.code == "too_large":
+        return None
+    try:
+        return _header_columns(read_metadata(path, options))
+    except (ScreeningError, TransientError) as exc:
+        log.debug("no header for %s: %s", path.name, exc)
+        return None
+
+
 def _set_aside(ctx: ScreeningContext, scan: _Claimed, error: ScreeningError) -> None:
     """Quarantine the file with its reason and record the verdict."""
     log.warning("scan %d %s: %s", scan.id, error.status.value, error.message)
+    source = scan.current_file(ctx.filing)
+    header = _rejected_header(source, error, ctx.decode_options)
     stored: str | None = None
-    if ctx.filing is not None:
-        source = scan.current_file(ctx.filing)
-        if source.exists():
-            target = quarantine_path(
-                ctx.filing.quarantine,
-                sha256=scan.sha256,
-                received_at=scan.received_at,
-                name=Path(scan.source_path).name,
-            )
-            moved = _move(source, target)
-            write_reason(
-                moved,
-                status=error.status.value,
-                code=error.code,
-                message=error.message,
-                source_path=scan.source_path,
-            )
-            stored = str(moved)
+    if ctx.filing is not None and source.exists():
+        target = quarantine_path(
+            ctx.filing.quarantine,
+            sha256=scan.sha256,
+            received_at=scan.received_at,
+            name=Path(scan.source_path).name,
+        )
+        moved = _move(source, target)
+        write_reason(
+            moved,
+            status=error.status.value,
+            code=error.code,
+            message=error.message,
+            source_path=scan.source_path,
+        )
+        stored = str(moved)
     with session_scope(ctx.session_factory) as session:
         mark_unscreenable(
             session,
@@ -309,4 +328,5 @@ def _set_aside(ctx: ScreeningContext, scan: _Claimed, error: ScreeningError) -> 
             code=error.code,
             error=error.message,
             stored_path=stored,
+            header=header,
         )

@@ -85,6 +85,7 @@ def test_a_batch_ends_with_every_scan_accounted_for(
         assert session.scalar(select(func.count()).select_from(Prediction)) == 5
     hip = scans["cr_hip_jpeg_lossless.dcm"]
     assert (hip.status, hip.error_code) == (ScanStatus.REJECTED, "not_a_chest")
+    assert (hip.modality, hip.body_part) == ("CR", "HIP"), "what was sent by mistake is recorded"
     broken = scans["corrupt.jpeg"]
     assert broken.status is ScanStatus.FAILED
     assert broken.error
