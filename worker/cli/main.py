@@ -14,6 +14,7 @@ from worker.cli.results_cmd import results
 from worker.cli.screen_cmd import screen
 from worker.cli.service_cmd import beat, worker
 from worker.cli.up_cmd import up
+from worker.cli.watch_cmd import watch
 
 app = typer.Typer(
     name="cxr-screen",
@@ -32,6 +33,7 @@ app.command("screen")(screen)
 app.command("worker")(worker)
 app.command("beat")(beat)
 app.command("inspect")(inspect)
+app.command("watch")(watch)
 
 
 def main() -> None:

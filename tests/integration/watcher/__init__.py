@@ -1,0 +1,1 @@
+"""The watcher with a real observer, real files, real databases and brokers."""
