@@ -80,6 +80,20 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class ReportStatus(enum.StrEnum):
+    """Whether a DICOM scan's result went back to the PACS as a Structured Report.
+
+    NULL on the scan row: not a DICOM scan, or not screened yet. `disabled`: finished
+    while reports were turned off (never sent later, so turning them on does not flood
+    the PACS with old results).
+    """
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
     # Stored as plain strings with a CHECK constraint: readable in SQL, portable, and a
     # new value is a small migration instead of ALTER TYPE.
@@ -123,6 +137,14 @@ class Scan(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Delivery of the result to the PACS as a DICOM Structured Report (DICOM scans only).
+    report_status: Mapped[ReportStatus | None] = mapped_column(_enum(ReportStatus, "report_status"))
+    report_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    report_next_attempt_at: Mapped[datetime | None]
+    report_sent_at: Mapped[datetime | None]
+    report_error: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    report_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
 
     predictions: Mapped[list[Prediction]] = relationship(back_populates="scan")
 
@@ -131,6 +153,9 @@ class Scan(Base):
         # The results command lists newest first, filtered by status.
         Index("ix_scans_status_received_at", "status", "received_at"),
         Index("ix_scans_received_at", "received_at"),
+        # The report sender looks for done DICOM scans not yet considered (NULL) and for
+        # pending reports; both are a seek on this index, however many JPEGs there are.
+        Index("ix_scans_report_status_format_status", "report_status", "format", "status"),
     )
 
 

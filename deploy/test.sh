@@ -13,6 +13,7 @@ cd "$ROOT"
 ensure_venv dev
 ensure_postgres
 ensure_redis
+ensure_dicom_tools
 # TensorFlow's C++ start-up chatter is noise in test logs.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 

@@ -16,6 +16,8 @@ TRAINING_QUEUE = "training"
 SCREEN_TASK = "cxr.screen_batch"
 RECONCILE_TASK = "cxr.reconcile"
 RETRAIN_TASK = "cxr.retrain"
+SEND_REPORTS_TASK = "cxr.send_reports"
+SCREENING_TASK_MODULES = ("worker.tasks", "worker.pacs.tasks")
 
 
 def _cron(expression: str) -> crontab:
@@ -34,7 +36,7 @@ def _embedded_broker_path(url: str) -> Path | None:
     return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
 
 
-def create_app(settings: Settings, *, include: tuple[str, ...] = ("worker.tasks",)) -> Celery:
+def create_app(settings: Settings, *, include: tuple[str, ...] = SCREENING_TASK_MODULES) -> Celery:
     """A Celery app for these settings.
 
     Args:
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, include: tuple[str, ...] = ("worker.tasks"
             SCREEN_TASK: {"queue": SCREENING_QUEUE},
             RECONCILE_TASK: {"queue": SCREENING_QUEUE},
             RETRAIN_TASK: {"queue": TRAINING_QUEUE},
+            SEND_REPORTS_TASK: {"queue": SCREENING_QUEUE},
         },
         beat_schedule={
             "reconcile": {
@@ -92,6 +95,12 @@ def create_app(settings: Settings, *, include: tuple[str, ...] = ("worker.tasks"
                 "schedule": settings.reconcile_interval_s,
                 # A reconcile older than its interval is superseded by the next one.
                 "options": {"expires": settings.reconcile_interval_s},
+            },
+            # Always scheduled: with reports off it marks new DICOM results `disabled`.
+            "send-reports": {
+                "task": SEND_REPORTS_TASK,
+                "schedule": settings.report_interval_s,
+                "options": {"expires": settings.report_interval_s},
             },
             "nightly-retrain": {
                 "task": RETRAIN_TASK,

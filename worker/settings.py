@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError as SourceError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from worker.pacs.aet import check_ae_title, parse_destination
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
@@ -118,6 +120,59 @@ class Settings(BaseSettings):
     retrain_cron: str = Field(
         "0 2 * * *", description="When the nightly retraining runs (cron: min hour dom mon dow)."
     )
+    # --- PACS: DICOM receiver and results sent back as Structured Reports ---------------
+    dicom_ae_title: str = Field(
+        "CXR_SCREEN",
+        description="This node's DICOM AE title: the receiver's called AE title and the "
+        "calling AE title of report sends (1-16 characters).",
+    )
+    dicom_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        11112, description="TCP port of the DICOM receiver (C-STORE and C-ECHO)."
+    )
+    dicom_bind_address: str = Field(
+        "0.0.0.0",  # noqa: S104 - a DICOM node must be reachable by the PACS
+        description="Address the DICOM receiver listens on (127.0.0.1 keeps it on the host).",
+    )
+    dicom_allowed_aes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Calling AE titles allowed to send (comma-separated); others are "
+        "refused at association. `*` allows any. Empty: the receiver refuses to start.",
+    )
+    receive_enabled: bool = Field(
+        False, description="Run the DICOM receiver as part of `cxr-screen up` and compose."
+    )
+    reports_enabled: bool = Field(
+        False,
+        description="Send a DICOM Structured Report of each result back to "
+        "CXR_REPORT_DESTINATION. Off: DICOM scans are marked `disabled` instead.",
+    )
+    report_destination: str | None = Field(
+        None,
+        validate_default=True,  # so that enabling reports without a destination fails
+        description="Where reports are sent by C-STORE: AE_TITLE@host:port.",
+    )
+    report_dir: Path | None = Field(
+        None, description="Where a copy of every report is kept (default: ARCHIVE/reports)."
+    )
+    report_interval_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="How often the scheduler sends the reports that are due."
+    )
+    report_retry_base_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="Wait before the first retry of a failed send; doubles each time."
+    )
+    report_retry_max_s: Annotated[float, Field(gt=0)] = Field(
+        3600.0,
+        validate_default=True,  # checked against the base even when only the base is set
+        description="Longest wait between two retries of a report.",
+    )
+    report_max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        72,
+        description="A report not delivered after this many tries is marked failed "
+        "(72: about three days with the default waits).",
+    )
+    dicom_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="Network, association and DIMSE timeout of DICOM connections."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of every process."
     )
@@ -185,10 +240,77 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        return check_ae_title(value)
+
+    @field_validator("dicom_allowed_aes", mode="before")
+    @classmethod
+    def _split_allowed_aes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("dicom_allowed_aes")
+    @classmethod
+    def _check_allowed_aes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value:
+            if len(value) > 1:
+                raise ValueError("`*` allows any AE title: give it alone, or list the titles")
+            return value
+        return tuple(check_ae_title(title) for title in value)
+
+    @field_validator("dicom_bind_address")
+    @classmethod
+    def _check_bind_address(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give an address: 0.0.0.0 (every interface) or 127.0.0.1 (this host)")
+        return value.strip()
+
+    @field_validator("receive_enabled")
+    @classmethod
+    def _check_receive(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not info.data.get("dicom_allowed_aes"):
+            raise ValueError(
+                "the receiver would refuse every sender: list the AE titles of the PACS and "
+                "modalities that send in CXR_DICOM_ALLOWED_AES (or * to accept any)"
+            )
+        return value
+
+    @field_validator("report_destination")
+    @classmethod
+    def _check_destination(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value.strip():
+            return str(parse_destination(value))
+        if info.data.get("reports_enabled"):
+            raise ValueError(
+                "CXR_REPORTS_ENABLED is true but no destination is set; give the PACS "
+                "as AE_TITLE@host:port (for example PACS@pacs.hospital.org:104), or turn "
+                "reports off"
+            )
+        return None
+
+    @field_validator("report_retry_max_s")
+    @classmethod
+    def _check_retry_max(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("report_retry_base_s")
+        if base is not None and value < base:
+            raise ValueError(
+                f"{value:g} s is shorter than CXR_REPORT_RETRY_BASE_S ({base:g} s); "
+                "raise the maximum or lower the base"
+            )
+        return value
+
     @property
     def var_dir(self) -> Path:
         """Where embedded state lives (SQLite files, generated keys)."""
         return Path("var")
+
+    @property
+    def reports_path(self) -> Path:
+        """Where copies of the sent Structured Reports are kept."""
+        return self.report_dir if self.report_dir is not None else self.archive / "reports"
 
     @property
     def visibility_timeout_s(self) -> float:

@@ -75,3 +75,26 @@ ensure_redis() {
     done
     export CXR_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 }
+
+# The PACS integration tests talk to real DICOM peers from Debian packages: DCMTK
+# (storescu, echoscu), Orthanc, and dicom3tools (the dciodvfy validator). Installed when
+# absent and running as root; otherwise those tests skip, saying what to install.
+ensure_dicom_tools() {
+    local missing=()
+    command -v storescu >/dev/null || missing+=(dcmtk)
+    # Orthanc is in /usr/sbin, off a normal user's PATH.
+    command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+    command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+    [ "${#missing[@]}" -eq 0 ] && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]} ..." >&2
+        # On a host with systemd the package also starts Orthanc's own service; the
+        # tests never use it: they run their own Orthanc on free loopback ports.
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null; }; then
+            echo "could not install ${missing[*]}: the PACS tests that need them will skip" >&2
+        fi
+    else
+        echo "the PACS tests need ${missing[*]} (sudo apt-get install ${missing[*]}); they skip without" >&2
+    fi
+}

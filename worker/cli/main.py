@@ -10,6 +10,7 @@ from worker.cli.check_cmd import check
 from worker.cli.common import CommandError
 from worker.cli.db_cmd import db_app
 from worker.cli.inspect_cmd import inspect
+from worker.cli.receive_cmd import receive
 from worker.cli.results_cmd import results
 from worker.cli.screen_cmd import screen
 from worker.cli.service_cmd import beat, worker
@@ -33,6 +34,7 @@ app.command("screen")(screen)
 app.command("worker")(worker)
 app.command("beat")(beat)
 app.command("inspect")(inspect)
+app.command("receive")(receive)
 app.command("watch")(watch)
 
 

@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from worker.celery_app import SCREENING_QUEUE, TRAINING_QUEUE, create_app
+from worker.celery_app import (
+    SCREENING_QUEUE,
+    SCREENING_TASK_MODULES,
+    TRAINING_QUEUE,
+    create_app,
+)
 from worker.cli.common import settings_or_fail
 from worker.logs import configure_logging
 
@@ -55,7 +60,7 @@ def worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     # Growing GPU memory on demand lets the trainer and a worker share a card.
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    include = ["worker.tasks"]
+    include = list(SCREENING_TASK_MODULES)
     if TRAINING_QUEUE in wanted:
         include.append("trainer.tasks")
     app = create_app(settings, include=tuple(include))

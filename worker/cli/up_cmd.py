@@ -111,6 +111,11 @@ def up(
                 f"  results:  cxr-screen results   (or SQL on the view: {RESULTS_SQL})",
                 f"  database: {redacted(settings.database_url)}",
                 f"  model:    {active or 'none yet: scans wait in the queue'}",
+                *(
+                    [f"  DICOM:    AE {settings.dicom_ae_title} on port {settings.dicom_port}"]
+                    if settings.receive_enabled
+                    else []
+                ),
                 "  stop:     Ctrl-C",
             ]
         )

@@ -1,0 +1,154 @@
+"""`cxr-screen receive` with DCMTK's storescu and echoscu as the sending modality."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.cli_runner import run_cli
+from tests.integration.pacs.conftest import (
+    RECEIVER_AE,
+    SENDER_AE,
+    RunningReceiver,
+    dicom_tool,
+    receiver_env,
+    storescu_profile,
+)
+from tests.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _storescu(
+    files: list[Path],
+    port: int,
+    *,
+    tmp_path: Path,
+    calling: str = SENDER_AE,
+    called: str = RECEIVER_AE,
+) -> subprocess.CompletedProcess[str]:
+    config, profile = storescu_profile(files, tmp_path / "storescu.cfg")
+    return subprocess.run(
+        [
+            dicom_tool("storescu", "dcmtk"),
+            "--config-file", str(config), profile,
+            "--no-halt",
+            "--aetitle", calling,
+            "--call", called,
+            "127.0.0.1", str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def test_every_real_file_arrives_once_as_sent(
+    receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted(dicom_dir.glob("*.dcm"))
+    sent = _storescu(files, receiver.port, tmp_path=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    again = _storescu(files, receiver.port, tmp_path=tmp_path)  # a PACS resending a study
+    assert again.returncode == 0, again.stderr
+
+    received = receiver.files()
+    assert len(received) == len(files), "one file per instance, no temporary files left"
+    originals = {dcmread(f).SOPInstanceUID: dcmread(f) for f in files}
+    for path in received:
+        copy = dcmread(path)
+        original = originals.pop(copy.SOPInstanceUID)
+        assert path == receiver.inbox / copy.StudyInstanceUID / f"{copy.SOPInstanceUID}.dcm"
+        assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        if len(original.PixelData) % 2:
+            # An odd-length Pixel Data value breaks PS3.5 7.1.1; storescu pads it with a
+            # zero byte on the wire, as the standard requires.
+            assert copy.PixelData == original.PixelData + b"\0"
+        else:
+            assert copy.PixelData == original.PixelData
+    assert originals == {}
+
+
+def test_an_unknown_calling_ae_title_is_refused(
+    receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
+) -> None:
+    refused = _storescu(
+        [dicom_dir / "cr_chest_sc_jpeg_baseline.dcm"], receiver.port, tmp_path=tmp_path,
+        calling="INTRUDER",
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "Calling AE Title Not Recognized" in refused.stderr
+    assert receiver.files() == []
+    log = receiver.service.output()
+    assert "refusing an association from calling AE 'INTRUDER'" in log
+
+
+def test_an_association_for_another_ae_title_is_refused(
+    receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
+) -> None:
+    refused = _storescu(
+        [dicom_dir / "cr_chest_sc_jpeg_baseline.dcm"], receiver.port, tmp_path=tmp_path,
+        called="SOMEONE_ELSE",
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "Called AE Title Not Recognized" in refused.stderr
+    assert receiver.files() == []
+
+
+def test_a_sop_class_that_is_not_a_radiograph_is_refused(
+    receiver: RunningReceiver, tmp_path: Path
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm")
+    assert ct is not None
+    refused = _storescu([Path(ct)], receiver.port, tmp_path=tmp_path)
+    assert refused.returncode != 0
+    assert receiver.files() == []
+
+
+def test_c_echo_is_answered(receiver: RunningReceiver) -> None:
+    echo = subprocess.run(
+        [dicom_tool("echoscu", "dcmtk"), "-aet", SENDER_AE, "-aec", RECEIVER_AE,
+         "127.0.0.1", str(receiver.port)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert echo.returncode == 0, echo.stderr
+
+
+def test_the_log_names_instances_never_patients(
+    receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
+) -> None:
+    chest = dicom_dir / "cr_chest_pa_mono1_j2k_lossless.dcm"
+    assert _storescu([chest], receiver.port, tmp_path=tmp_path).returncode == 0
+    header = dcmread(chest, stop_before_pixels=True)
+    log = receiver.service.output()
+    assert f"received SOP {header.SOPInstanceUID} from {SENDER_AE}" in log
+    for value in (str(header.PatientName), str(header.PatientID), str(header.AccessionNumber)):
+        assert value not in log
+
+
+def test_receive_refuses_to_start_without_allowed_ae_titles(tmp_path: Path) -> None:
+    out = run_cli(
+        "receive", cwd=tmp_path, env=receiver_env(tmp_path / "inbox", free_port(), ""), timeout=60
+    )
+    assert out.returncode == 2
+    assert "CXR_DICOM_ALLOWED_AES is empty" in out.stderr
+    assert "or * to accept any" in out.stderr
+
+
+def test_receive_says_when_its_port_is_taken(receiver: RunningReceiver, tmp_path: Path) -> None:
+    out = run_cli(
+        "receive",
+        cwd=tmp_path,
+        env=receiver_env(tmp_path / "other", receiver.port, SENDER_AE),
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{receiver.port}" in out.stderr
+    assert "CXR_DICOM_PORT" in out.stderr

@@ -1,0 +1,68 @@
+"""`cxr-screen receive`: a DICOM node (C-STORE SCP) that writes received scans into the inbox."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from worker.cli.common import CommandError, settings_or_fail
+from worker.logs import configure_logging
+from worker.pacs import quiet_pynetdicom
+from worker.pacs.errors import ReceiverError
+from worker.pacs.scp import ANY_AE, Receiver, ReceiverConfig
+
+log = logging.getLogger(__name__)
+
+
+def receive() -> None:
+    """Receive scans from a PACS or modality over DICOM (C-STORE) into the inbox.
+
+    Listens as CXR_DICOM_AE_TITLE on CXR_DICOM_BIND_ADDRESS:CXR_DICOM_PORT and accepts
+    CR, DX and Secondary Capture images in uncompressed, deflated, JPEG, JPEG-LS, JPEG
+    2000 and RLE transfer syntaxes, from the calling AE titles in
+    CXR_DICOM_ALLOWED_AES only (others are refused at association). Each instance is
+    written as sent to `INBOX/<Study Instance UID>/<SOP Instance UID>.dcm`, complete or
+    not at all, and the watcher takes it from there. Answers C-ECHO. Stop with Ctrl-C
+    or SIGTERM.
+    """
+    settings = settings_or_fail()
+    configure_logging(settings.log_level)
+    quiet_pynetdicom(settings.log_level)
+    config = ReceiverConfig(
+        ae_title=settings.dicom_ae_title,
+        bind_address=settings.dicom_bind_address,
+        port=settings.dicom_port,
+        allowed_aes=settings.dicom_allowed_aes,
+        inbox=settings.inbox,
+        timeout=settings.dicom_timeout_s,
+    )
+    receiver = Receiver(config)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        receiver.start()
+    except (ReceiverError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    allowed = "any" if ANY_AE in config.allowed_aes else ", ".join(config.allowed_aes)
+    log.info(
+        "receiving DICOM as %s on %s:%d into %s (calling AE titles allowed: %s)",
+        config.ae_title,
+        config.bind_address,
+        config.port,
+        config.inbox.resolve(),
+        allowed,
+    )
+    try:
+        # Signal handlers run in this thread between waits; the server's threads serve.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("DICOM receiver stopping")
+        receiver.stop()

@@ -1,0 +1,269 @@
+"""Send due reports: claim, build (or reuse) each SR, C-STORE them, record each outcome."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.reports import (
+    ReportJob,
+    claim_due_reports,
+    mark_new_reports,
+    record_report_built,
+    record_report_failure,
+    record_report_sent,
+)
+from db.session import session_scope
+from db.types import utcnow
+from worker.pacs.aet import Destination, parse_destination
+from worker.pacs.delivery import StoreOutcome, store_reports
+from worker.pacs.errors import DeliveryError, ReportBuildError
+from worker.pacs.files import write_atomically
+from worker.pacs.report import ResultFacts, build_report, device_observer_uid, quiet_pydicom
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """How reports are sent; see the CXR_REPORT_* settings."""
+
+    enabled: bool
+    destination: Destination | None
+    calling_ae_title: str
+    report_dir: Path
+    retry_base_s: float
+    retry_max_s: float
+    max_attempts: int
+    timeout: float
+    batch_limit: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReportConfig:
+        """The sending configuration of these (validated) settings."""
+        destination = settings.report_destination
+        return cls(
+            enabled=settings.reports_enabled,
+            destination=parse_destination(destination) if destination else None,
+            calling_ae_title=settings.dicom_ae_title,
+            report_dir=settings.reports_path,
+            retry_base_s=settings.report_retry_base_s,
+            retry_max_s=settings.report_retry_max_s,
+            max_attempts=settings.report_max_attempts,
+            timeout=settings.dicom_timeout_s,
+        )
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claimed report is left alone: longer than a whole run can take.
+
+        A run makes one association and one C-STORE per report, each bounded by the
+        timeout; a sender that died mid-run leaves its reports to the next after this.
+        """
+        return timedelta(seconds=max(300.0, (self.batch_limit + 2) * self.timeout))
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Exponential backoff: base, 2 x base, 4 x base ... capped at the maximum."""
+        exponent = min(max(attempts - 1, 0), 32)  # 2**32 x base exceeds any sane cap
+        return timedelta(seconds=min(self.retry_max_s, self.retry_base_s * 2**exponent))
+
+
+@dataclass(slots=True)
+class SendSummary:
+    """What one run of the sender did, by scan id."""
+
+    marked: int = 0
+    sent: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-able summary (the task's return value)."""
+        return {
+            "marked": self.marked,
+            "sent": self.sent,
+            "retrying": self.retrying,
+            "failed": self.failed,
+        }
+
+
+def report_path(report_dir: Path, job: ReportJob) -> Path:
+    """`REPORT_DIR/YYYY/MM/DD/<scan sha256>.sr.dcm`: beside the archive's `<sha256>.dcm`."""
+    day = job.received_at
+    return report_dir / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{job.sha256}.sr.dcm"
+
+
+def _read(path: Path, what: str, job: ReportJob, *, header_only: bool) -> Dataset:
+    try:
+        return dcmread(path, stop_before_pixels=header_only)
+    except FileNotFoundError:
+        # Maybe a shared volume that is not mounted right now: retried, not given up.
+        raise DeliveryError(
+            f"scan {job.scan_id}: {what} {path} is missing",
+            "check that the archive volume is mounted on this worker",
+        ) from None
+    except (InvalidDicomError, ValueError, EOFError) as exc:
+        raise ReportBuildError(
+            f"scan {job.scan_id}: {what} {path} is not readable DICOM ({type(exc).__name__})",
+            "inspect it with `cxr-screen inspect`",
+        ) from None
+
+
+def prepare_report(job: ReportJob, config: ReportConfig) -> tuple[Dataset, Path]:
+    """The scan's report and where it is kept: the copy from an earlier try, or a new one.
+
+    Raises:
+        ReportBuildError: No report can ever be built for this scan (give up).
+        DeliveryError: A file is not reachable now (retry).
+        OSError: The report could not be written (retry).
+    """
+    if job.report_path and Path(job.report_path).is_file():
+        kept = Path(job.report_path)
+        return _read(kept, "the kept report", job, header_only=False), kept
+    if (
+        job.label is None
+        or job.probability is None
+        or job.threshold is None
+        or job.model_version is None
+        or job.positive_class is None
+    ):
+        raise ReportBuildError(
+            f"scan {job.scan_id} has no prediction to report", "screen the scan first"
+        )
+    if not job.stored_path:
+        raise ReportBuildError(
+            f"scan {job.scan_id} has no stored file to report on",
+            "its file was never archived; drop it in the inbox again",
+        )
+    header = _read(Path(job.stored_path), "the archived image", job, header_only=True)
+    facts = ResultFacts(
+        label=job.label,
+        positive_class=job.positive_class,
+        probability=job.probability,
+        threshold=job.threshold,
+        model_version=job.model_version,
+        scan_sha256=job.sha256,
+    )
+    report = build_report(header, facts, device_uid=device_observer_uid(config.calling_ae_title))
+    buffer = BytesIO()
+    report.save_as(buffer, enforce_file_format=True)
+    target = report_path(config.report_dir, job)
+    write_atomically(target, buffer.getvalue())
+    return report, target
+
+
+def _record(
+    factory: sessionmaker[Session],
+    config: ReportConfig,
+    job: ReportJob,
+    outcome: StoreOutcome,
+    summary: SendSummary,
+    now: datetime,
+) -> None:
+    with session_scope(factory) as session:
+        if outcome.stored:
+            record_report_sent(session, scan_id=job.scan_id, sent_at=utcnow())
+            summary.sent.append(job.scan_id)
+            log.info("scan %d: report sent to %s", job.scan_id, config.destination)
+            return
+        give_up = job.attempts >= config.max_attempts
+        retry_at = None if give_up else now + config.retry_delay(job.attempts)
+        record_report_failure(session, scan_id=job.scan_id, error=outcome.detail, retry_at=retry_at)
+    if give_up:
+        summary.failed.append(job.scan_id)
+        log.error(
+            "scan %d: report not delivered after %d attempts, giving up: %s",
+            job.scan_id,
+            job.attempts,
+            outcome.detail,
+        )
+    else:
+        summary.retrying.append(job.scan_id)
+        log.warning(
+            "scan %d: report not delivered (attempt %d, next at %s): %s",
+            job.scan_id,
+            job.attempts,
+            retry_at.isoformat() if retry_at else "never",
+            outcome.detail,
+        )
+
+
+def send_due_reports(
+    factory: sessionmaker[Session], config: ReportConfig, *, now: datetime | None = None
+) -> SendSummary:
+    """One pass of the sender: give new DICOM results a report status, send what is due.
+
+    Screening never waits on this: it runs as its own periodic task, a failed send only
+    moves that report's next attempt back (exponential backoff), and one association
+    carries the whole batch, so a PACS that is down costs one connection timeout.
+    """
+    now = now or utcnow()
+    summary = SendSummary()
+    with session_scope(factory) as session:
+        summary.marked = mark_new_reports(session, enabled=config.enabled)
+    if not config.enabled or config.destination is None:
+        return summary
+    with session_scope(factory) as session:
+        jobs = claim_due_reports(session, now=now, lease=config.lease, limit=config.batch_limit)
+    with quiet_pydicom():
+        _send(factory, config, config.destination, jobs, summary, now)
+    return summary
+
+
+def _send(
+    factory: sessionmaker[Session],
+    config: ReportConfig,
+    destination: Destination,
+    jobs: list[ReportJob],
+    summary: SendSummary,
+    now: datetime,
+) -> None:
+    ready: list[tuple[ReportJob, Dataset]] = []
+    for job in jobs:
+        try:
+            report, path = prepare_report(job, config)
+        except ReportBuildError as exc:
+            _give_up(factory, job, exc, summary)
+            continue
+        except (DeliveryError, OSError) as exc:
+            _record(factory, config, job, StoreOutcome(False, str(exc)), summary, now)
+            continue
+        with session_scope(factory) as session:
+            record_report_built(
+                session,
+                scan_id=job.scan_id,
+                path=str(path),
+                sop_instance_uid=str(report.SOPInstanceUID),
+            )
+        ready.append((job, report))
+    if not ready:
+        return
+    try:
+        outcomes = store_reports(
+            [report for _, report in ready],
+            destination=destination,
+            calling_ae_title=config.calling_ae_title,
+            timeout=config.timeout,
+        )
+    except DeliveryError as exc:
+        outcomes = [StoreOutcome(False, str(exc))] * len(ready)
+    for (job, _), outcome in zip(ready, outcomes, strict=True):
+        _record(factory, config, job, outcome, summary, now)
+
+
+def _give_up(
+    factory: sessionmaker[Session], job: ReportJob, error: ReportBuildError, summary: SendSummary
+) -> None:
+    with session_scope(factory) as session:
+        record_report_failure(session, scan_id=job.scan_id, error=str(error), retry_at=None)
+    summary.failed.append(job.scan_id)
+    log.error("scan %d: no report can be built: %s", job.scan_id, error)
