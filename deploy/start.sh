@@ -9,4 +9,4 @@ cd "$ROOT"
 ensure_venv
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 "$VENV/bin/cxr-screen" db upgrade
-exec "$VENV/bin/cxr-screen" "${@:-results}"
+exec "$VENV/bin/cxr-screen" "${@:-up}"
