@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from trainer.cli import evaluate, models_app, train
 from worker.cli.check_cmd import check
 from worker.cli.common import CommandError
 from worker.cli.db_cmd import db_app
@@ -35,6 +36,9 @@ app.command("worker")(worker)
 app.command("beat")(beat)
 app.command("inspect")(inspect)
 app.command("receive")(receive)
+app.command("train")(train)
+app.command("evaluate")(evaluate)
+app.add_typer(models_app, name="models")
 app.command("watch")(watch)
 
 

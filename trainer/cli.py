@@ -1,0 +1,324 @@
+"""`cxr-screen train`, `evaluate` and `models list|promote|rollback`."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from db import model_registry
+from db.session import make_session_factory, session_scope
+from trainer.errors import TrainerError
+from worker.cli.common import CommandError, database_error, engine_for, settings_or_fail
+from worker.cli.output import OutputFormat, write_rows
+from worker.settings import Settings
+
+models_app = typer.Typer(
+    help="The model registry: list versions, promote one through the gate, roll back.",
+    no_args_is_help=True,
+)
+
+
+class ReportFormat(enum.StrEnum):
+    """How `train` and `evaluate` print their figures."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+@contextmanager
+def _friendly_errors(settings: Settings) -> Iterator[None]:
+    """Turn the trainer's and the database's errors into one-line `CommandError`s."""
+    try:
+        yield
+    except TrainerError as exc:
+        raise CommandError(str(exc)) from None
+    except (OperationalError, ProgrammingError) as exc:
+        raise database_error(exc, settings.database_url) from None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _figures_table(title: str, figures: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("n", "accuracy", "auc", "sensitivity", "specificity", "ppv", "npv",
+                 "balanced_accuracy", "threshold"):  # fmt: skip
+        table.add_row(name, _fmt(figures.get(name)))
+    half = figures.get("at_threshold_0.5") or {}
+    for name in ("accuracy", "sensitivity", "specificity"):
+        table.add_row(f"{name} at 0.5", _fmt(half.get(name)))
+    classes = figures.get("classes", [])
+    for i, row in enumerate(figures.get("confusion_matrix", [])):
+        table.add_row(f"true {classes[i]} -> predicted {'/'.join(classes)}",
+                      " / ".join(str(v) for v in row))  # fmt: skip
+    for name, f in (figures.get("per_class") or {}).items():
+        table.add_row(
+            f"{name}: precision / recall / F1 (n={f['support']})",
+            " / ".join(_fmt(f[k]) for k in ("precision", "recall", "f1")),
+        )
+    return table
+
+
+def train(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Labelled folders (train/<CLASS>/, val/<CLASS>/); default CXR_DATA_DIR."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even if the data did not change.")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default CXR_TRAIN_EPOCHS.")] = None,
+    fine_tune: Annotated[
+        bool, typer.Option("--fine-tune", help="Also train the backbone's last block.")
+    ] = False,
+    augment_views: Annotated[
+        int | None,
+        typer.Option(min=0, help="Stored augmented copies per training image (shear/zoom/flip)."),
+    ] = None,
+    min_sensitivity: Annotated[
+        float | None,
+        typer.Option(min=0.5, max=1.0, help="Sensitivity the chosen threshold must reach."),
+    ] = None,
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+    ] = ReportFormat.TABLE,
+) -> None:
+    """Train, evaluate and register a model now (as the nightly run does), then gate it."""
+    settings = settings_or_fail()
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise CommandError(f"--data-dir {data_dir} is not a folder")
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    # Imported here, after the cheap checks: TensorFlow takes seconds to load.
+    from trainer.nightly import run_training, train_config
+
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if fine_tune:
+        overrides["fine_tune"] = True
+    if augment_views is not None:
+        overrides["augment_views"] = augment_views
+    if min_sensitivity is not None:
+        overrides["min_sensitivity"] = min_sensitivity
+    err = Console(stderr=True)
+    with _friendly_errors(settings), _progress(err) as progress:
+        outcome = run_training(
+            settings,
+            trigger="manual",
+            force=force,
+            config=train_config(settings, **overrides),
+            progress=progress,
+        )
+    if outcome["status"] == "busy":
+        raise CommandError("another training run is in progress (it holds the training lock)")
+    if output_format is ReportFormat.JSON:
+        sys.stdout.write(json.dumps(outcome, indent=2, default=str) + "\n")
+        return
+    out = Console()
+    if outcome["status"] == "skipped":
+        out.print(f"skipped: {outcome['reason']} (use --force to train anyway)")
+        return
+    verdict = "promoted to active" if outcome["promoted"] else "rejected by the gate"
+    out.print(
+        _figures_table(f"{outcome['version']} on the evaluation folder", outcome["evaluation"])
+    )
+    out.print(f"{outcome['version']}: {verdict}")
+    for reason in outcome["gate"]["reasons"]:
+        out.print(f"  - {reason}")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in outcome["timings_s"].items())
+    out.print(f"timings: {timings}; features {outcome['features']}")
+
+
+@contextmanager
+def _progress(console: Console) -> Iterator[Any]:
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield update
+
+
+def evaluate(
+    labelled_dir: Annotated[
+        Path,
+        typer.Argument(help="A folder with one sub-folder per class, e.g. NORMAL/ PNEUMONIA/."),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model version; default the active one.")
+    ] = None,
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+    ] = ReportFormat.TABLE,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the ROC curve and confusion matrix to this PNG.")
+    ] = None,
+) -> None:
+    """Measure a model on labelled images (accuracy, AUC, sensitivity, specificity ...)."""
+    settings = settings_or_fail()
+    if not labelled_dir.is_dir():
+        raise CommandError(f"{labelled_dir} is not a folder")
+    # Imported here, after the cheap checks: TensorFlow takes seconds to load.
+    from trainer.data import scan_split
+    from trainer.nightly import cache_root
+    from trainer.promotion import evaluate_ref, find_ref
+    from trainer.report import write_report
+    from worker.imaging import decode_options
+
+    engine = engine_for(settings)
+    try:
+        with _friendly_errors(settings):
+            ref = find_ref(make_session_factory(engine), model)
+            split = scan_split(labelled_dir, classes=ref.classes)
+            evaluation, scored = evaluate_ref(
+                ref, split, cache_root=cache_root(settings), decode=decode_options(settings)
+            )
+    finally:
+        engine.dispose()
+    figures = {
+        "model_version": ref.version,
+        "folder": str(labelled_dir),
+        "skipped_files": [{"path": str(p), "reason": r} for p, r in scored.failed],
+        **evaluation.to_dict(),
+    }
+    if report is not None:
+        write_report(report, evaluation=evaluation, title=f"{ref.version} on {labelled_dir}")
+    if output_format is ReportFormat.JSON:
+        sys.stdout.write(json.dumps(figures, indent=2) + "\n")
+        return
+    out = Console()
+    out.print(_figures_table(f"{ref.version} on {labelled_dir}", figures))
+    if scored.failed:
+        out.print(f"{len(scored.failed)} files could not be decoded and were left out")
+    if report is not None:
+        out.print(f"report written to {report}")
+
+
+MODEL_COLUMNS = (
+    "version", "status", "backbone", "auc", "sensitivity", "specificity", "threshold",
+    "created_at", "promoted_at", "data_fingerprint", "artifact_path", "notes",
+)  # fmt: skip
+MODEL_TABLE_COLUMNS = MODEL_COLUMNS[:9]
+
+
+@models_app.command("list")
+def list_models(
+    limit: Annotated[
+        int, typer.Option(min=0, help="At most this many, newest first; 0: all.")
+    ] = 20,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table, csv or jsonl.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """List model versions, newest first, with their status and figures."""
+    settings = settings_or_fail()
+    engine = engine_for(settings)
+    try:
+        with _friendly_errors(settings), session_scope(make_session_factory(engine)) as session:
+            rows = [
+                {
+                    "version": m.version,
+                    "status": m.status.value,
+                    "backbone": m.backbone,
+                    "auc": m.metrics.get("auc"),
+                    "sensitivity": m.metrics.get("sensitivity"),
+                    "specificity": m.metrics.get("specificity"),
+                    "threshold": m.threshold,
+                    "created_at": m.created_at.isoformat(),
+                    "promoted_at": m.promoted_at.isoformat() if m.promoted_at else None,
+                    "data_fingerprint": m.data_fingerprint,
+                    "artifact_path": m.artifact_path,
+                    "notes": m.notes,
+                }
+                for m in model_registry.list_models(session, limit=limit or None)
+            ]
+    finally:
+        engine.dispose()
+    write_rows(
+        rows,
+        columns=MODEL_COLUMNS,
+        table_columns=MODEL_TABLE_COLUMNS,
+        output_format=output_format,
+        title="model versions",
+    )
+
+
+@models_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="The version to put in service.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip the gate (not worse than the active model).")
+    ] = False,
+) -> None:
+    """Make VERSION the active model if it is not worse than the active one on CXR_DATA_DIR."""
+    # Imported here: TensorFlow takes seconds to load and `models list` needs none of it.
+    from trainer.data import load_dataset
+    from trainer.nightly import cache_root
+    from trainer.promotion import promote as promote_version
+    from worker.imaging import decode_options
+
+    settings = settings_or_fail()
+    engine = engine_for(settings)
+    try:
+        with _friendly_errors(settings):
+            split = None
+            if not force and settings.data_dir is not None:
+                split = load_dataset(settings.data_dir).evaluation
+            decision = promote_version(
+                make_session_factory(engine),
+                version=version,
+                split=split,
+                cache_root=cache_root(settings),
+                decode=decode_options(settings),
+                force=force,
+            )
+    finally:
+        engine.dispose()
+    out = Console()
+    out.print(f"{version} is now the active model")
+    if decision is not None:
+        for reason in decision.reasons:
+            out.print(f"  - {reason}")
+
+
+@models_app.command("rollback")
+def rollback() -> None:
+    """Reactivate the previously active model; the current one is marked rejected."""
+    from trainer.promotion import rollback as rollback_active  # loads TensorFlow: import late
+
+    settings = settings_or_fail()
+    engine = engine_for(settings)
+    try:
+        with _friendly_errors(settings):
+            old, new = rollback_active(make_session_factory(engine))
+    finally:
+        engine.dispose()
+    Console().print(f"rolled back {old}; {new} is active again")

@@ -1,0 +1,181 @@
+"""Disk cache of frozen-base features per image, so retraining only runs the base on new files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import numpy.typing as npt
+
+from trainer.data import LabelledImage
+from worker.errors import ScreeningError
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+Loader = Callable[[Path], npt.NDArray[np.uint8]]
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """Everything that decides what the base computes for an image's bytes.
+
+    Two runs share cached features only if all of these match: the image content is the
+    per-file part of the key, and this is the per-cache part.
+
+    Attributes:
+        backbone: The backbone's name.
+        base_weights_sha256: Hash of the base's weight tensors (`weights_sha256`).
+        input_size: The model's input side.
+        layer: Which tensor is cached (``base_output`` or the fine-tuning cut).
+        preprocessing_version: `trainer.preprocessing.PREPROCESSING_VERSION`.
+        decoder: How files were decoded (decoder options that change pixels).
+        view: ``original``, or ``augmented-<n>`` for the n-th stored augmentation.
+    """
+
+    backbone: str
+    base_weights_sha256: str
+    input_size: int
+    layer: str
+    preprocessing_version: int
+    decoder: str
+    view: str = "original"
+
+    def digest(self) -> str:
+        """A short, stable name for the cache folder."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+
+class FeatureCache:
+    """Features of one `CacheKey`: one ``.npy`` file per image content hash."""
+
+    def __init__(self, root: Path, key: CacheKey) -> None:
+        self.key = key
+        self.directory = root / key.digest()
+
+    def path(self, sha256: str) -> Path:
+        """Where the features of the image with this content hash live."""
+        return self.directory / sha256[:2] / f"{sha256}.npy"
+
+    def has(self, sha256: str) -> bool:
+        """Whether features for this content are stored."""
+        return self.path(sha256).is_file()
+
+    def load(self, sha256: str) -> FloatArray:
+        """The stored features for this content."""
+        return np.asarray(np.load(self.path(sha256), allow_pickle=False), dtype=np.float32)
+
+    def store(self, sha256: str, features: FloatArray) -> None:
+        """Write atomically: a crashed or concurrent run never leaves half a file."""
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        key_file = self.directory / "key.json"
+        if not key_file.exists():
+            key_file.write_text(json.dumps(asdict(self.key), indent=2, sort_keys=True))
+        handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, np.asarray(features, dtype=np.float32), allow_pickle=False)
+            Path(tmp).replace(target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@dataclass(slots=True)
+class Extraction:
+    """What one pass over a list of images did."""
+
+    extracted: int = 0
+    cached: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def extract_missing(
+    images: Sequence[LabelledImage],
+    *,
+    cache: FeatureCache,
+    extractor: keras.Model,
+    load: Loader,
+    batch_size: int = 32,
+    transform: keras.Layer | None = None,
+    progress: ProgressCallback | None = None,
+) -> Extraction:
+    """Run the base on the images whose features are not cached yet, and store them.
+
+    Files that do not decode are skipped and reported (not fatal): one broken file in
+    a folder of thousands must not stop the nightly run.
+
+    Args:
+        images: The images to cover.
+        cache: Where features are stored.
+        extractor: image (RGB 0..255) -> features.
+        load: Decodes a file to the model's uint8 input.
+        batch_size: Images per forward pass.
+        transform: An augmentation applied (in training mode) before the extractor, for
+            stored augmented views.
+        progress: Called with (images done, total) after each batch.
+    """
+    result = Extraction()
+    todo: list[LabelledImage] = []
+    for image in images:
+        if cache.has(image.sha256):
+            result.cached += 1
+        else:
+            todo.append(image)
+    total = len(images)
+    done = result.cached
+    if progress is not None:
+        progress(done, total)
+    if todo:
+        logger.info(
+            "extracting %s features of %d images (%d cached) into %s",
+            cache.key.view,
+            len(todo),
+            result.cached,
+            cache.directory,
+        )
+    for start in range(0, len(todo), batch_size):
+        batch: list[LabelledImage] = []
+        pixels: list[npt.NDArray[np.uint8]] = []
+        for image in todo[start : start + batch_size]:
+            try:
+                pixels.append(load(image.path))
+                batch.append(image)
+            except ScreeningError as exc:
+                logger.warning("skipping %s: %s", image.path, exc)
+                result.failed.append((image.path, str(exc)))
+        if batch:
+            x = np.stack(pixels).astype(np.float32)
+            if transform is not None:
+                x = keras.ops.convert_to_numpy(transform(x, training=True))
+            features = np.asarray(extractor.predict_on_batch(x), dtype=np.float32)
+            for image, row in zip(batch, features, strict=True):
+                cache.store(image.sha256, row)
+            result.extracted += len(batch)
+        done += len(todo[start : start + batch_size])
+        if progress is not None:
+            progress(done, total)
+    return result
+
+
+def load_features(images: Sequence[LabelledImage], *, cache: FeatureCache) -> FloatArray:
+    """The cached features of `images`, stacked in order (all must be cached)."""
+    if not images:
+        raise ValueError("no images to load features for")
+    first = cache.load(images[0].sha256)
+    out = np.empty((len(images), *first.shape), dtype=np.float32)
+    out[0] = first
+    for i, image in enumerate(images[1:], start=1):
+        out[i] = cache.load(image.sha256)
+    return out

@@ -1,0 +1,102 @@
+"""The PNG report (ROC curve, confusion matrix, training curves) and the model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from trainer.metrics import Evaluation
+
+INTENDED_USE = (
+    "Triage aid for adult and paediatric frontal chest radiographs: flags images whose "
+    "probability of the positive class reaches the threshold for priority reading. Not a "
+    "diagnosis; every image is still read by a clinician."
+)
+LIMITATIONS = (
+    "Trained on one site's paediatric films (Kermany et al. 2018) unless retrained on local "
+    "data; sensitivity and specificity at another site differ from those reported here. "
+    "Check with `cxr-screen evaluate` on local labelled images before relying on it."
+)
+
+
+def write_report(
+    path: Path,
+    *,
+    evaluation: Evaluation,
+    history: dict[str, list[float]] | None = None,
+    title: str = "",
+) -> Path:
+    """Draw the ROC curve, confusion matrix and (when given) training curves to a PNG."""
+    panels = 3 if history else 2
+    figure = Figure(figsize=(5.2 * panels, 4.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, panels)
+    _roc(axes[0], evaluation)
+    _confusion(axes[1], evaluation)
+    if history:
+        _curves(axes[2], history)
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _roc(ax: Any, evaluation: Evaluation) -> None:
+    if evaluation.roc:
+        ax.plot(evaluation.roc["fpr"], evaluation.roc["tpr"], lw=2, label="ROC")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    if evaluation.sensitivity is not None and evaluation.specificity is not None:
+        ax.plot(
+            [1 - evaluation.specificity],
+            [evaluation.sensitivity],
+            "o",
+            color="crimson",
+            label=f"threshold {evaluation.threshold:.3f}",
+        )
+    auc = "n/a" if evaluation.auc is None else f"{evaluation.auc:.4f}"
+    ax.set_title(f"ROC ({evaluation.positive_class}), AUC {auc}")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right")
+
+
+def _confusion(ax: Any, evaluation: Evaluation) -> None:
+    matrix = evaluation.confusion
+    n = len(evaluation.classes)
+    ax.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            value = matrix[i][j]
+            ax.text(j, i, str(value), ha="center", va="center",
+                    color="white" if value > peak / 2 else "black")  # fmt: skip
+    ax.set_xticks(range(n), evaluation.classes)
+    ax.set_yticks(range(n), evaluation.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    sens = "n/a" if evaluation.sensitivity is None else f"{evaluation.sensitivity:.3f}"
+    spec = "n/a" if evaluation.specificity is None else f"{evaluation.specificity:.3f}"
+    ax.set_title(f"accuracy {evaluation.accuracy:.3f}, sens {sens}, spec {spec}")
+
+
+def _curves(ax: Any, history: dict[str, list[float]]) -> None:
+    for name in ("loss", "val_loss"):
+        if name in history:
+            ax.plot(range(1, len(history[name]) + 1), history[name], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    twin = ax.twinx()
+    for name in ("accuracy", "val_accuracy"):
+        if name in history:
+            twin.plot(range(1, len(history[name]) + 1), history[name], ls=":", label=name)
+    twin.set_ylabel("accuracy")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
+    ax.set_title("training curves")

@@ -1,0 +1,642 @@
+"""Train the transfer model on a labelled dataset: cached features (CPU) or online augmentation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from trainer.augment import augmentation
+from trainer.backbones import BackboneSpec, get_backbone, parse_base_weights, weights_sha256
+from trainer.data import LabelledDataset, LabelledImage, LabelledSplit, decode_for_model
+from trainer.errors import ConfigError, DataError
+from trainer.features import CacheKey, Extraction, FeatureCache, extract_missing, load_features
+from trainer.metrics import THRESHOLD_RULE, Evaluation, evaluate_probabilities, screening_threshold
+from trainer.model import (
+    PREPROCESS_NAME,
+    HeadConfig,
+    assemble,
+    build_front,
+    build_head,
+    unfreeze_last_block,
+)
+from trainer.preprocessing import PREPROCESSING_VERSION
+from worker.imaging import DecodeOptions
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+# (phase, done, total): "extract train", "extract val", "train", ...
+Progress = Callable[[str, int, int], None]
+
+DEFAULT_POSITIVE_CLASS = "PNEUMONIA"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """How to train. The defaults are the seed tutorial's recipe made to generalise.
+
+    Attributes:
+        backbone: A name from `trainer.backbones.BACKBONES`.
+        input_size: Input side in pixels; None for the backbone's default (224 for VGG16).
+        base_weights: ``imagenet``, a weights file path, or None / ``none`` (random).
+        epochs: Passes over the training images (the seed: 5).
+        batch_size: Images per step (the seed: 32).
+        learning_rate: Adam's learning rate for the head.
+        head: The classification head (the seed's Flatten + Dense, regularised).
+        class_weighting: Weight classes inversely to their frequency (1:2.9 in Kermany),
+            so the minority NORMAL class is not sacrificed.
+        augment_views: Augmented copies per training image whose features are stored
+            beside the originals (the seed's shear/zoom/flip, computed once per image).
+            One by default: on a zoomed copy of val (a stand-in for another site's
+            positioning) it kept specificity at the val-chosen threshold at 0.95
+            instead of 0.81, for twice the feature extraction on a first run.
+        online_augmentation: Train end to end on freshly augmented images every epoch
+            (the seed's way; for GPU hosts) instead of on cached features.
+        fine_tune: Also train the base's last block (after the head), from cached
+            features of the block's input.
+        fine_tune_epochs: Epochs of that second stage.
+        fine_tune_learning_rate: Its (small) learning rate.
+        min_sensitivity: Sensitivity the operating threshold must reach on the
+            evaluation folder.
+        positive_class: The class screening looks for; None picks PNEUMONIA if present,
+            else the last class.
+        seed: Seeds weights, dropout, shuffling and augmentation.
+    """
+
+    backbone: str = "vgg16"
+    input_size: int | None = None
+    base_weights: str | Path | None = "imagenet"
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    head: HeadConfig = field(default_factory=HeadConfig)
+    class_weighting: bool = True
+    augment_views: int = 1
+    online_augmentation: bool = False
+    fine_tune: bool = False
+    fine_tune_epochs: int = 3
+    fine_tune_learning_rate: float = 1e-5
+    min_sensitivity: float = 0.95
+    positive_class: str | None = None
+    seed: int = 1234
+
+    def spec(self) -> BackboneSpec:
+        """The backbone spec (raises `ConfigError` for an unknown name)."""
+        return get_backbone(self.backbone)
+
+    def size(self) -> int:
+        """The input side actually used."""
+        return self.input_size or self.spec().default_size
+
+    def validate(self) -> None:
+        """Fail fast on values no run could use."""
+        self.spec()
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if self.augment_views < 0:
+            raise ConfigError(f"augment_views {self.augment_views} is negative")
+        if not 0.0 < self.min_sensitivity <= 1.0:
+            raise ConfigError(f"min_sensitivity {self.min_sensitivity} is not in (0, 1]")
+        if self.online_augmentation and self.augment_views:
+            raise ConfigError("choose online_augmentation or stored augment_views, not both")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the model card."""
+        return {
+            "backbone": self.backbone,
+            "input_size": self.size(),
+            "base_weights": str(self.base_weights),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "head": {
+                "pooling": self.head.pooling,
+                "dropout": self.head.dropout,
+                "l2": self.head.l2,
+            },
+            "class_weighting": self.class_weighting,
+            "augment_views": self.augment_views,
+            "online_augmentation": self.online_augmentation,
+            "fine_tune": self.fine_tune,
+            "fine_tune_epochs": self.fine_tune_epochs if self.fine_tune else 0,
+            "fine_tune_learning_rate": self.fine_tune_learning_rate,
+            "min_sensitivity": self.min_sensitivity,
+            "seed": self.seed,
+        }
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """A trained model and everything measured on the way."""
+
+    model: keras.Model
+    classes: tuple[str, ...]
+    positive_class: str
+    threshold: float
+    threshold_rule: str
+    evaluation: Evaluation
+    history: dict[str, list[float]]
+    base_weights_sha256: str
+    config: TrainConfig
+    counts: dict[str, dict[str, int]]
+    timings: dict[str, float]
+    skipped_files: list[tuple[str, str]]
+    extraction: dict[str, int]
+    probabilities: FloatArray = field(repr=False)
+    true_idx: npt.NDArray[np.int64] = field(repr=False)
+
+
+def choose_positive_class(classes: tuple[str, ...], wanted: str | None) -> str:
+    """`wanted` if given (must be a class), else PNEUMONIA if present, else the last class."""
+    if wanted is not None:
+        if wanted not in classes:
+            raise ConfigError(f"positive class {wanted!r} is not one of the classes {classes}")
+        return wanted
+    return DEFAULT_POSITIVE_CLASS if DEFAULT_POSITIVE_CLASS in classes else classes[-1]
+
+
+def class_weights(labels: npt.NDArray[np.int64], n_classes: int) -> dict[int, float]:
+    """``n / (k * n_c)`` per class: every class carries the same total weight."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return {i: float(labels.size / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def decoder_tag(options: DecodeOptions, size: int) -> str:
+    """The decoder settings that change pixels, for the feature-cache key."""
+    draft = options.draft_size if options.draft_size is None else max(options.draft_size, size)
+    return f"worker.imaging;draft={draft}"
+
+
+def feature_cache(
+    cache_root: Path,
+    *,
+    backbone: str,
+    base_sha: str,
+    size: int,
+    layer: str,
+    options: DecodeOptions,
+    view: str = "original",
+) -> FeatureCache:
+    """The cache for one backbone, weights, input size, cached layer, decoder and view."""
+    key = CacheKey(
+        backbone=backbone,
+        base_weights_sha256=base_sha,
+        input_size=size,
+        layer=layer,
+        preprocessing_version=PREPROCESSING_VERSION,
+        decoder=decoder_tag(options, size),
+        view=view,
+    )
+    return FeatureCache(cache_root, key)
+
+
+class _KerasProgress(keras.callbacks.Callback):  # type: ignore[misc]
+    """Report finished epochs to the caller's progress function."""
+
+    def __init__(self, progress: Progress | None, phase: str, epochs: int) -> None:
+        super().__init__()
+        self._progress = progress
+        self._phase = phase
+        self._epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logger.info(
+            "%s epoch %d/%d: %s",
+            self._phase,
+            epoch + 1,
+            self._epochs,
+            ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()),
+        )
+        if self._progress is not None:
+            self._progress(self._phase, epoch + 1, self._epochs)
+
+
+def _one_hot(labels: npt.NDArray[np.int64], n_classes: int) -> FloatArray:
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def _merge_history(into: dict[str, list[float]], history: keras.callbacks.History) -> None:
+    for name, values in history.history.items():
+        into.setdefault(name, []).extend(float(v) for v in values)
+
+
+def _cut_layer_name(config: TrainConfig) -> str:
+    name, side = config.spec().fine_tune_cut
+    return (
+        f"{name}:{side}" if config.fine_tune and not config.online_augmentation else "base_output"
+    )
+
+
+def train_model(
+    dataset: LabelledDataset,
+    config: TrainConfig,
+    *,
+    cache_root: Path,
+    decode: DecodeOptions,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train on ``dataset.train``, pick the threshold and evaluate on ``dataset.evaluation``.
+
+    With cached features (the default) the frozen base runs once per image ever; the
+    head trains on stored features in seconds. The saved model is the same either way:
+    image -> preprocessing -> base -> head.
+    """
+    config.validate()
+    spec = config.spec()
+    size = config.size()
+    classes = dataset.classes
+    positive_class = choose_positive_class(classes, config.positive_class)
+    keras.utils.set_random_seed(config.seed)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    weights = parse_base_weights(config.base_weights)
+    # Online training fine-tunes end to end; only the cached path caches the block's input.
+    cached_fine_tune = config.fine_tune and not config.online_augmentation
+    base, extractor, tail = build_front(
+        spec, size=size, weights=weights, fine_tune=cached_fine_tune
+    )
+    base_sha = weights_sha256(base)
+    timings["build_s"] = time.perf_counter() - t0
+    logger.info(
+        "backbone %s at %dpx, base weights %s (sha256 %s), classes %s",
+        spec.name,
+        size,
+        config.base_weights,
+        base_sha[:12],
+        list(classes),
+    )
+
+    def load(path: Path) -> npt.NDArray[np.uint8]:
+        return decode_for_model(path, size=size, options=decode)
+
+    layer = _cut_layer_name(config)
+
+    def cache_for(view: str) -> FeatureCache:
+        return feature_cache(
+            cache_root,
+            backbone=spec.name,
+            base_sha=base_sha,
+            size=size,
+            layer=layer,
+            options=decode,
+            view=view,
+        )
+
+    if config.online_augmentation:
+        return _train_online(
+            dataset, config, base=base, extractor=extractor, load=load,
+            classes=classes, positive_class=positive_class, base_sha=base_sha,
+            timings=timings, progress=progress, cache_for=cache_for,
+        )  # fmt: skip
+
+    # 1. Features: only images never seen before go through the base.
+    t0 = time.perf_counter()
+    failed: list[tuple[Path, str]] = []
+    extraction = {"extracted": 0, "cached": 0}
+
+    def run_extraction(
+        split: LabelledSplit, view: str, transform: keras.Layer | None = None
+    ) -> LabelledSplit:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(f"features {split.name} {view}", done, total)
+
+        outcome: Extraction = extract_missing(
+            split.images,
+            cache=cache_for(view),
+            extractor=extractor,
+            load=load,
+            batch_size=config.batch_size,
+            transform=transform,
+            progress=report,
+        )
+        extraction["extracted"] += outcome.extracted
+        extraction["cached"] += outcome.cached
+        failed.extend(outcome.failed)
+        return split.without(path for path, _ in outcome.failed)
+
+    train_split = run_extraction(dataset.train, "original")
+    eval_split = run_extraction(dataset.evaluation, "original")
+    views = ["original"]
+    for n in range(1, config.augment_views + 1):
+        view = f"augmented-{n}"
+        train_split = run_extraction(train_split, view, augmentation(seed=config.seed + n))
+        views.append(view)
+    _check_usable(train_split, eval_split, positive_class)
+    timings["features_s"] = time.perf_counter() - t0
+    logger.info(
+        "features: %d extracted, %d from cache, %d files skipped",
+        extraction["extracted"],
+        extraction["cached"],
+        len(failed),
+    )
+
+    # 2. The head, on stored features (and the last block when fine-tuning).
+    t0 = time.perf_counter()
+    y_train_idx = train_split.label_indices(classes)
+    y_eval_idx = eval_split.label_indices(classes)
+    x_train = np.concatenate([load_features(train_split.images, cache=cache_for(v)) for v in views])
+    y_train = _one_hot(np.tile(y_train_idx, len(views)), len(classes))
+    x_eval = load_features(eval_split.images, cache=cache_for("original"))
+    y_eval = _one_hot(y_eval_idx, len(classes))
+    base_out_train, base_out_eval = x_train, x_eval
+    if tail is not None:
+        base_out_train = np.asarray(tail.predict(x_train, batch_size=64, verbose=0))
+        base_out_eval = np.asarray(tail.predict(x_eval, batch_size=64, verbose=0))
+    scale = _unit_norm_scale(base_out_train, config.head.pooling)
+    head = build_head(
+        tuple(base.output.shape[1:]), len(classes), config.head, feature_scale=scale,
+        seed=config.seed,
+    )  # fmt: skip
+    weights_by_class = class_weights(y_train_idx, len(classes)) if config.class_weighting else None
+    history: dict[str, list[float]] = {}
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        # XLA compiles each traced shape for seconds; a linear head gains nothing from it.
+        jit_compile=False,
+    )
+    fitted = head.fit(
+        base_out_train,
+        y_train,
+        validation_data=(base_out_eval, y_eval),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        class_weight=weights_by_class,
+        shuffle=True,
+        verbose=0,
+        callbacks=[_KerasProgress(progress, "train head", config.epochs)],
+    )
+    _merge_history(history, fitted)
+    if tail is not None:
+        feature_in = keras.Input(tuple(x_train.shape[1:]), name="cut_features")
+        tuned = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
+        tuned.compile(
+            optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=False,
+        )
+        fitted = tuned.fit(
+            x_train,
+            y_train,
+            validation_data=(x_eval, y_eval),
+            epochs=config.fine_tune_epochs,
+            batch_size=config.batch_size,
+            class_weight=weights_by_class,
+            shuffle=True,
+            verbose=0,
+            callbacks=[_KerasProgress(progress, "fine-tune", config.fine_tune_epochs)],
+        )
+        _merge_history(history, fitted)
+        base.trainable = False
+        probabilities = np.asarray(tuned.predict(x_eval, batch_size=64, verbose=0))
+    else:
+        probabilities = np.asarray(head.predict(x_eval, batch_size=256, verbose=0))
+    timings["train_s"] = time.perf_counter() - t0
+
+    # 3. The servable model, checked against the path the metrics came from.
+    model = assemble(
+        base=base, head=head, size=size, preprocessing=extractor.get_layer(PREPROCESS_NAME)
+    )
+    _check_consistent(model, eval_split.images[:4], probabilities[:4], load)
+    return _finish(
+        model=model,
+        config=config,
+        classes=classes,
+        positive_class=positive_class,
+        probabilities=probabilities,
+        true_idx=y_eval_idx,
+        history=history,
+        base_sha=base_sha,
+        counts={"train": train_split.counts(), "evaluation": eval_split.counts()},
+        timings=timings,
+        failed=failed,
+        extraction=extraction,
+    )
+
+
+def _unit_norm_scale(features: FloatArray, pooling: str) -> float:
+    """The factor that makes the pooled feature vector unit-length on average.
+
+    A linear head on 25,088 unnormalised VGG16 features moves its logits by tens per
+    Adam step and saturates its softmax within an epoch (probabilities of exactly 1.0,
+    a threshold that cannot be placed, and a different model for every seed). On
+    unit-norm inputs a step moves a logit by about the learning rate, and the L2 penalty
+    means the same for every backbone and pooling.
+    """
+    total = 0.0
+    for start in range(0, len(features), 256):
+        chunk = np.asarray(features[start : start + 256], dtype=np.float64)
+        pooled = chunk.reshape(len(chunk), -1) if pooling == "flatten" else chunk.mean(axis=(1, 2))
+        total += float(np.sum(np.square(pooled)))
+    mean_square_norm = total / max(len(features), 1)
+    return 1.0 / float(np.sqrt(mean_square_norm)) if mean_square_norm > 0 else 1.0
+
+
+def _check_usable(train: LabelledSplit, evaluation: LabelledSplit, positive_class: str) -> None:
+    empty = [name for name, count in train.counts().items() if count == 0]
+    if empty:
+        raise DataError(f"no decodable training images left for classes {empty}")
+    counts = evaluation.counts()
+    if counts.get(positive_class, 0) == 0 or sum(counts.values()) == counts[positive_class]:
+        raise DataError(
+            f"the evaluation folder {evaluation.root} needs decodable images of "
+            f"{positive_class} and of the other classes to measure AUC, sensitivity and "
+            f"specificity (it has {counts})"
+        )
+
+
+def _check_consistent(
+    model: keras.Model,
+    images: tuple[LabelledImage, ...],
+    expected: FloatArray,
+    load: Callable[[Path], npt.NDArray[np.uint8]],
+) -> None:
+    """The saved model on raw pixels must agree with the feature path used for metrics."""
+    if not images:
+        return
+    x = np.stack([load(image.path) for image in images]).astype(np.float32)
+    got = np.asarray(model.predict_on_batch(x))
+    if not np.allclose(got, expected, atol=1e-3):
+        raise RuntimeError(
+            "the assembled model disagrees with the cached-feature path "
+            f"(max difference {float(np.max(np.abs(got - expected))):.4g}); "
+            "the feature cache is stale or the preprocessing differs"
+        )
+
+
+def _finish(
+    *,
+    model: keras.Model,
+    config: TrainConfig,
+    classes: tuple[str, ...],
+    positive_class: str,
+    probabilities: FloatArray,
+    true_idx: npt.NDArray[np.int64],
+    history: dict[str, list[float]],
+    base_sha: str,
+    counts: dict[str, dict[str, int]],
+    timings: dict[str, float],
+    failed: list[tuple[Path, str]],
+    extraction: dict[str, int],
+) -> TrainResult:
+    positive = classes.index(positive_class)
+    y = true_idx == positive
+    threshold = screening_threshold(
+        y, probabilities[:, positive], min_sensitivity=config.min_sensitivity
+    )
+    evaluation = evaluate_probabilities(
+        probabilities, true_idx, classes=classes, positive_class=positive_class,
+        threshold=threshold,
+    )  # fmt: skip
+    logger.info(
+        "evaluation: AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
+        evaluation.auc or float("nan"),
+        evaluation.accuracy,
+        evaluation.sensitivity or float("nan"),
+        evaluation.specificity or float("nan"),
+        threshold,
+    )
+    return TrainResult(
+        model=model,
+        classes=classes,
+        positive_class=positive_class,
+        threshold=threshold,
+        threshold_rule=THRESHOLD_RULE.format(
+            target=config.min_sensitivity, positive=positive_class
+        ),
+        evaluation=evaluation,
+        history=history,
+        base_weights_sha256=base_sha,
+        config=config,
+        counts=counts,
+        timings=timings,
+        skipped_files=[(str(path), reason) for path, reason in failed],
+        extraction=extraction,
+        probabilities=probabilities,
+        true_idx=true_idx,
+    )
+
+
+def _decode_split(
+    split: LabelledSplit, load: Callable[[Path], npt.NDArray[np.uint8]]
+) -> tuple[LabelledSplit, npt.NDArray[np.uint8], list[tuple[Path, str]]]:
+    from worker.errors import ScreeningError
+
+    kept: list[npt.NDArray[np.uint8]] = []
+    failed: list[tuple[Path, str]] = []
+    for image in split.images:
+        try:
+            kept.append(load(image.path))
+        except ScreeningError as exc:
+            logger.warning("skipping %s: %s", image.path, exc)
+            failed.append((image.path, str(exc)))
+    pruned = split.without(path for path, _ in failed)
+    return pruned, np.stack(kept), failed
+
+
+def _train_online(
+    dataset: LabelledDataset,
+    config: TrainConfig,
+    *,
+    base: keras.Model,
+    extractor: keras.Model,
+    load: Callable[[Path], npt.NDArray[np.uint8]],
+    classes: tuple[str, ...],
+    positive_class: str,
+    base_sha: str,
+    timings: dict[str, float],
+    progress: Progress | None,
+    cache_for: Callable[[str], FeatureCache],
+) -> TrainResult:
+    """The seed's way: every epoch sees freshly augmented images, end to end (GPU hosts)."""
+    t0 = time.perf_counter()
+    train_split, x_train, failed = _decode_split(dataset.train, load)
+    eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, load)
+    failed.extend(failed_eval)
+    _check_usable(train_split, eval_split, positive_class)
+    timings["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    y_train_idx = train_split.label_indices(classes)
+    y_eval_idx = eval_split.label_indices(classes)
+    sample = x_train[:: max(1, len(x_train) // 256)].astype(np.float32)
+    sample_features = np.asarray(extractor.predict(sample, batch_size=32, verbose=0))
+    scale = _unit_norm_scale(sample_features, config.head.pooling)
+    head = build_head(
+        tuple(base.output.shape[1:]), len(classes), config.head, feature_scale=scale,
+        seed=config.seed,
+    )  # fmt: skip
+    model = assemble(
+        base=base, head=head, size=config.size(),
+        preprocessing=extractor.get_layer(PREPROCESS_NAME),
+    )  # fmt: skip
+    augment = augmentation(seed=config.seed)
+    n_classes = len(classes)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, _one_hot(y_train_idx, n_classes)))
+        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .map(
+            lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    eval_ds = (
+        tf.data.Dataset.from_tensor_slices(
+            (x_eval.astype(np.float32), _one_hot(y_eval_idx, n_classes))
+        )
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    weights_by_class = class_weights(y_train_idx, n_classes) if config.class_weighting else None
+    history: dict[str, list[float]] = {}
+    stages = [(config.epochs, config.learning_rate, "train")]
+    if config.fine_tune:
+        stages.append((config.fine_tune_epochs, config.fine_tune_learning_rate, "fine-tune"))
+    for epochs, learning_rate, phase in stages:
+        if phase == "fine-tune":
+            unfreeze_last_block(base, config.spec())
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=False,
+        )
+        fitted = model.fit(
+            train_ds,
+            validation_data=eval_ds,
+            epochs=epochs,
+            class_weight=weights_by_class,
+            verbose=0,
+            callbacks=[_KerasProgress(progress, phase, epochs)],
+        )
+        _merge_history(history, fitted)
+    base.trainable = False
+    probabilities = np.asarray(model.predict(eval_ds, verbose=0))
+    timings["train_s"] = time.perf_counter() - t0
+    return _finish(
+        model=model,
+        config=config,
+        classes=classes,
+        positive_class=positive_class,
+        probabilities=probabilities,
+        true_idx=y_eval_idx,
+        history=history,
+        base_sha=base_sha,
+        counts={"train": train_split.counts(), "evaluation": eval_split.counts()},
+        timings=timings,
+        failed=failed,
+        extraction={"extracted": 0, "cached": 0},
+    )
