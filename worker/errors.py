@@ -8,8 +8,8 @@ from typing import ClassVar
 from db.models import ScanStatus
 
 
-class ScreeningError(Exception):
-    """A scan that will not be screened, with the status the worker records for it.
+class FileError(Exception):
+    """An error about one file, worded for the person who can fix it.
 
     Every message has three parts: which file, what is wrong with it and what to do,
     e.g. ``cr_hip.dcm: Body Part Examined is 'HIP', not a chest; only chest radiographs
@@ -17,14 +17,9 @@ class ScreeningError(Exception):
 
     Attributes:
         path: The file, or None when the input was not a file.
-        status: `rejected` for a valid file that is out of scope, `failed` for a broken one.
-        code: A short, stable snake_case identifier for logs, metrics and the database.
         problem: What is wrong, without the file name.
         remedy: What to do about it.
     """
-
-    status: ClassVar[ScanStatus] = ScanStatus.FAILED
-    code: ClassVar[str] = "screening_error"
 
     def __init__(self, path: Path | None, problem: str, remedy: str) -> None:
         self.path = path
@@ -38,10 +33,22 @@ class ScreeningError(Exception):
         name = self.path.name if self.path is not None else "<input>"
         return f"{name}: {self.problem}; {self.remedy}"
 
-    def __reduce__(self) -> tuple[type[ScreeningError], tuple[Path | None, str, str]]:
+    def __reduce__(self) -> tuple[type[FileError], tuple[Path | None, str, str]]:
         # Celery's prefork pool pickles exceptions across processes; the default
         # reduction would call __init__ with the message as the only argument.
         return (type(self), (self.path, self.problem, self.remedy))
+
+
+class ScreeningError(FileError):
+    """A scan that will not be screened, with the status the worker records for it.
+
+    Attributes:
+        status: `rejected` for a valid file that is out of scope, `failed` for a broken one.
+        code: A short, stable snake_case identifier for logs, metrics and the database.
+    """
+
+    status: ClassVar[ScanStatus] = ScanStatus.FAILED
+    code: ClassVar[str] = "screening_error"
 
 
 class UnreadableScan(ScreeningError):  # noqa: N818 (the interface names outcomes)
@@ -86,7 +93,7 @@ class TooLarge(ScreeningError):  # noqa: N818 (the interface names outcomes)
     code = "too_large"
 
 
-class TransientError(Exception):
+class TransientError(FileError):
     """An I/O failure worth retrying (network share hiccup, file locked, disk error).
 
     Deliberately not a `ScreeningError`: it says nothing about the scan itself. The
@@ -96,21 +103,6 @@ class TransientError(Exception):
     """
 
     code: ClassVar[str] = "transient_io"
-
-    def __init__(self, path: Path | None, problem: str, remedy: str) -> None:
-        self.path = path
-        self.problem = problem
-        self.remedy = remedy
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        """The full sentence: file, problem, remedy."""
-        name = self.path.name if self.path is not None else "<input>"
-        return f"{name}: {self.problem}; {self.remedy}"
-
-    def __reduce__(self) -> tuple[type[TransientError], tuple[Path | None, str, str]]:
-        return (type(self), (self.path, self.problem, self.remedy))
 
 
 def brief(exc: BaseException, limit: int = 300) -> str:
