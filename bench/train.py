@@ -42,6 +42,45 @@ from bench.common import DEFAULT_SHARED, REPO, git_revision, machine, now
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
+THRESHOLD_NOTE = (
+    "the highest threshold whose val sensitivity is at least 0.95, midway to the next "
+    "lower score (trainer.metrics.screening_threshold)."
+)
+
+# How the default head was chosen: a one-off experiment, not re-run by this script.
+HEAD_SELECTION = [
+    "## How the default head was chosen (one-off experiment, not re-run here)",
+    "",
+    "The sealed acceptance split differs from train/val, so val alone cannot rank heads:",
+    "they all reach val AUC 0.99+. As a stand-in for another site's films, the val images",
+    "were also perturbed (gamma 0.7 and 1.5, blur with lower contrast, and a 15 % zoom-in:",
+    "centre crop of 85 % resized back to 224 px) and every head was trained on the same",
+    "cached VGG16 features of train (one seed unless stated). The threshold is chosen on",
+    "clean val (sensitivity >= 0.95) and applied unchanged to the perturbed copies.",
+    "",
+    "| head (5 epochs, class weights unless stated) | val AUC | zoomed val AUC | "
+    "zoomed val sens / spec at the val threshold | spec at 0.5 |",
+    "|---|---|---|---|---|",
+    "| seed: Flatten + Dense on raw features, no regularisation, no class weights "
+    "| 0.988 | 0.858 | 0.997 / 0.716 | 0.612 |",
+    "| Flatten, unit-RMS features, dropout 0.5, L2 1e-3 (3 seeds) | 0.998-0.999 "
+    "| 0.968-0.994 | threshold saturates at 1.0 for 2 of 3 seeds | 0.36-0.93 |",
+    "| GAP + Dense, label smoothing 0.1 (2 seeds) | 0.997 | 0.992 | 0.98 / 0.87-0.90 | 0.81-0.83 |",
+    "| Flatten, unit-norm features, dropout 0.5, L2 1e-4 (2 seeds) | 0.996 | 0.995 "
+    "| 1.00 / 0.74 | 0.65-0.66 |",
+    "| the same + one stored augmented view (2 seeds) | 0.996 | 0.996 | 0.99 / 0.91 | 0.83-0.88 |",
+    "| **default**: unit-norm Flatten, dropout 0.5, L2 1e-5, one augmented view "
+    "| 0.997 | 0.996 | 0.98 / 0.955 | 0.84 |",
+    "",
+    "Photometric changes (gamma, blur) barely move any head; the zoom is what breaks the",
+    "seed's head (AUC 0.86, close to the 0.8 the issue reports for it on the acceptance",
+    "split). Scaling the pooled features to unit norm keeps the softmax from saturating",
+    "(the seed head's probabilities are exactly 1.0 for most images, so no threshold can",
+    "be placed) and makes the result independent of the seed; the stored augmented view",
+    "(shear, zoom, flip) is what keeps specificity at the val threshold on zoomed images.",
+    "",
+]
+
 
 def _link_tree(source: Path, target: Path) -> None:
     for split in ("train", "val"):
@@ -91,13 +130,94 @@ def _row(name: str, figures: dict[str, Any]) -> str:
     )
 
 
+def render(outcomes: dict[str, Any]) -> str:
+    """The Markdown report of one benchmark's outcomes."""
+    meta, first, rerun, same = (
+        outcomes["meta"], outcomes["first"], outcomes["rerun"], outcomes["unchanged"]
+    )  # fmt: skip
+    ev = first["evaluation"]
+    added = rerun["added"]
+    negatives = sum(ev["confusion_matrix"][0])
+    positives = sum(ev["confusion_matrix"][1])
+    lines = [
+        "# Training benchmark",
+        "",
+        f"Recorded {meta['started']} on revision {meta['revision']} with:",
+        "",
+        "```",
+        ".venv/bin/python bench/train.py",
+        "```",
+        "",
+        f"- Machine: {meta['machine']}; no GPU",
+        f"- Load average when the run started (other work on the machine): {meta['load']}",
+        f"- Data: shared/data/chest_xray, train {first['counts']['train']}, evaluated on val "
+        f"{first['counts']['evaluation']}; base weights "
+        "shared/weights/vgg16_imagenet_notop.weights.h5",
+        "- Each step is the installed command in a fresh process (TensorFlow import "
+        "included): `cxr-screen train --format json` with CXR_DATA_DIR, CXR_MODEL_DIR, "
+        "CXR_DATABASE_URL (SQLite) and CXR_BASE_WEIGHTS pointing at a scratch folder; "
+        "default training settings (VGG16, 5 epochs, batch 32).",
+        "",
+        f"## Validation figures (val: {negatives} NORMAL, {positives} PNEUMONIA)",
+        "",
+        "| model | threshold | accuracy | AUC | sensitivity | specificity | accuracy @0.5 "
+        "| sensitivity @0.5 | specificity @0.5 |",
+        "|---|---|---|---|---|---|---|---|---|",
+        _row(f"{first['version']} (first run)", first["evaluation"]),
+        _row(f"{rerun['version']} (+{len(added)} images)", rerun["evaluation"]),
+        "",
+        f"Threshold: {THRESHOLD_NOTE} First model's confusion matrix at its threshold "
+        f"(rows true, columns predicted; {', '.join(ev['classes'])}): "
+        f"{ev['confusion_matrix']}. Promoted: first {first['promoted']}, rerun "
+        f"{rerun['promoted']} ({'; '.join(rerun['gate']['reasons'])}).",
+        "",
+        "## Wall time",
+        "",
+        "| run | wall s | features extracted | from cache | phases (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, outcome in (("first run (cold cache)", first),
+                          (f"rerun, {len(added)} new images", rerun)):  # fmt: skip
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in outcome["timings_s"].items())
+        lines.append(
+            f"| {name} | {outcome['wall_s']:.1f} | {outcome['features']['extracted']} | "
+            f"{outcome['features']['cached']} | {phases} |"
+        )
+    lines.append(
+        f"| unchanged data ({same['status']}) | {same['wall_s']:.1f} | 0 | - | hashing "
+        "and the fingerprint check only |"
+    )
+    lines += [
+        "",
+        "Features extracted count images through VGG16: each training image twice (the "
+        "original and one stored augmented view), each val image once; the first run "
+        f"averaged {first['timings_s']['features_s'] / first['features']['extracted']:.2f} s "
+        "per image on the shared 2-core machine. The rerun trains the head on all cached "
+        "features again (about 30 s), re-evaluates the active model on val from the cache "
+        "for the gate, and saves the new version.",
+        "",
+        "Counts are below shared/data/README.md's because byte-identical files are used "
+        "once: train/ holds 22 exact duplicates (1 NORMAL, 21 PNEUMONIA), val/PNEUMONIA 4; "
+        "no file is in both train/ and val/. Each is listed in the run's log.",
+        "",
+        *HEAD_SELECTION,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--new-images", type=int, default=10)
     parser.add_argument("--output", type=Path, default=REPO / "bench/results/train.md")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="Only rewrite the report from this JSON."
+    )
     args = parser.parse_args()
+    if args.render is not None:
+        args.output.write_text(render(json.loads(args.render.read_text())))
+        return
     source = args.shared / "data" / "chest_xray"
     weights = args.shared / "weights" / "vgg16_imagenet_notop.weights.h5"
     for needed in (source, weights):
@@ -115,8 +235,13 @@ def main() -> None:
         CXR_BASE_WEIGHTS=str(weights),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
-    started = now()
     load = os.getloadavg()
+    meta = {
+        "started": now(),
+        "revision": git_revision(),
+        "machine": machine(),
+        "load": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+    }
     _cli(["db", "upgrade"], env=env, cwd=work, log=work / "db.log")
     first_s, out = _cli(["train", "--format", "json"], env=env, cwd=work, log=work / "first.log")
     first = json.loads(out)
@@ -126,65 +251,14 @@ def main() -> None:
     same_s, out = _cli(["train", "--format", "json"], env=env, cwd=work, log=work / "same.log")
     same = json.loads(out)
     outcomes: dict[str, Any] = {
+        "meta": meta,
         "first": {"wall_s": first_s, **first},
         "rerun": {"wall_s": rerun_s, "added": added, **rerun},
         "unchanged": {"wall_s": same_s, **same},
         "workdir": str(work),
     }
     args.output.with_suffix(".json").write_text(json.dumps(outcomes, indent=2) + "\n")
-    ev = first["evaluation"]
-    lines = [
-        "# Training benchmark",
-        "",
-        f"Recorded {started} on revision {git_revision()} with:",
-        "",
-        "```",
-        ".venv/bin/python bench/train.py",
-        "```",
-        "",
-        f"- Machine: {machine()}; no GPU",
-        f"- Load average when the run started (other work on the machine): "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-        f"- Data: shared/data/chest_xray, train {first['counts']['train']}, evaluated on val "
-        f"{first['counts']['evaluation']}; base weights "
-        "shared/weights/vgg16_imagenet_notop.weights.h5",
-        "- Each step is the installed command in a fresh process (TensorFlow import "
-        "included): `cxr-screen train --format json` with CXR_DATA_DIR, CXR_MODEL_DIR, "
-        "CXR_DATABASE_URL (SQLite) and CXR_BASE_WEIGHTS pointing at a scratch folder.",
-        "",
-        "## Validation figures of the first model (val, "
-        f"{ev['n']} images: {ev['confusion_matrix'][0][0] + ev['confusion_matrix'][0][1]} NORMAL, "
-        f"{ev['confusion_matrix'][1][0] + ev['confusion_matrix'][1][1]} PNEUMONIA)",
-        "",
-        "| model | threshold | accuracy | AUC | sensitivity | specificity | accuracy @0.5 "
-        "| sensitivity @0.5 | specificity @0.5 |",
-        "|---|---|---|---|---|---|---|---|---|",
-        _row(f"{first['version']} (first run)", first["evaluation"]),
-        _row(f"{rerun['version']} (+{len(added)} images)", rerun["evaluation"]),
-        "",
-        f"Confusion matrix at the threshold (rows true, columns predicted; "
-        f"{', '.join(ev['classes'])}): {ev['confusion_matrix']}. "
-        f"Promoted: first {first['promoted']}, rerun {rerun['promoted']} "
-        f"({'; '.join(rerun['gate']['reasons'])}).",
-        "",
-        "## Wall time",
-        "",
-        "| run | wall s | features extracted | from cache | phases (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, outcome in (("first run (cold cache)", outcomes["first"]),
-                          (f"rerun, {len(added)} new images", outcomes["rerun"])):  # fmt: skip
-        phases = ", ".join(f"{k} {v:.1f}" for k, v in outcome["timings_s"].items())
-        lines.append(
-            f"| {name} | {outcome['wall_s']:.1f} | {outcome['features']['extracted']} | "
-            f"{outcome['features']['cached']} | {phases} |"
-        )
-    lines.append(
-        f"| unchanged data ({same['status']}) | {same_s:.1f} | 0 | - | hashing and the "
-        "fingerprint check only |"
-    )
-    lines.append("")
-    args.output.write_text("\n".join(lines) + "\n")
+    args.output.write_text(render(outcomes))
     print(args.output.read_text())
     print(f"raw outcomes: {args.output.with_suffix('.json')}; scratch folder: {work}")
 

@@ -111,7 +111,12 @@ def model_card(
             "threshold_rule": result.threshold_rule,
             "base_frozen": not config.fine_tune,
         },
-        "base_weights": {"source": str(config.base_weights), "sha256": result.base_weights_sha256},
+        "base_weights": {
+            "source": str(config.base_weights),
+            # Of the weight tensors as loaded, so `imagenet`, a file and a copy agree.
+            "tensors_sha256": result.base_weights_sha256,
+            "file_sha256": _weights_file_sha256(config.base_weights),
+        },
         "training": config.to_dict(),
         "data": {
             "root": str(data_root),
@@ -131,6 +136,13 @@ def model_card(
             "numpy": np.__version__,
         },
     }
+
+
+def _weights_file_sha256(source: str | Path | None) -> str | None:
+    if source is None or str(source).lower() in ("imagenet", "none"):
+        return None
+    path = Path(source)
+    return file_sha256(path) if path.is_file() else None
 
 
 def load_artifact(path: Path, *, checksum: str | None = None) -> keras.Model:

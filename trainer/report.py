@@ -7,6 +7,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from trainer.metrics import Evaluation
 
@@ -90,6 +91,7 @@ def _curves(ax: Any, history: dict[str, list[float]]) -> None:
         if name in history:
             ax.plot(range(1, len(history[name]) + 1), history[name], label=name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     twin = ax.twinx()
     for name in ("accuracy", "val_accuracy"):
