@@ -30,10 +30,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DEFAULT_SHARED, REPO, git_revision, machine, now
-from bench.worker_throughput import SIZE, build_artifact, raw_rate, warm_up_file
+from bench.worker_throughput import (
+    SIZE,
+    build_artifact,
+    raw_rate,
+    register_active,
+    warm_up_file,
+)
 from db.migrate import upgrade
-from db.models import ModelStatus, ModelVersion, Scan, ScanStatus
-from db.session import make_engine, make_session_factory, session_scope
+from db.models import Scan, ScanStatus
+from db.session import make_engine, make_session_factory
 
 
 def naive_rate(artifact: Path, files: list[Path], workdir: Path) -> float:
@@ -75,21 +81,7 @@ def service_figures(
     engine = make_engine(f"sqlite:///{site / 'var' / 'cxr-screen.db'}")
     upgrade(engine)
     factory = make_session_factory(engine)
-    with session_scope(factory) as session:
-        session.add(
-            ModelVersion(
-                version="bench-vgg16",
-                artifact_path=str(artifact),
-                checksum=checksum,
-                backbone="vgg16",
-                classes=["NORMAL", "PNEUMONIA"],
-                positive_class="PNEUMONIA",
-                input_size=SIZE,
-                threshold=0.5,
-                metrics={},
-                status=ModelStatus.ACTIVE,
-            )
-        )
+    register_active(factory, artifact, checksum)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CXR_")},
         "TF_CPP_MIN_LOG_LEVEL": "2",

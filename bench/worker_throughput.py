@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 # Run as a script: make the repository importable (bench.common) beside the packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,6 +63,25 @@ def build_artifact(weights: Path, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     classifier.model.save(path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def register_active(factory: sessionmaker[Session], artifact: Path, checksum: str) -> None:
+    """Make the benchmark artifact the active model of a fresh database."""
+    with session_scope(factory) as session:
+        session.add(
+            ModelVersion(
+                version="bench-vgg16",
+                artifact_path=str(artifact),
+                checksum=checksum,
+                backbone="vgg16",
+                classes=["NORMAL", "PNEUMONIA"],
+                positive_class="PNEUMONIA",
+                input_size=SIZE,
+                threshold=0.5,
+                metrics={},
+                status=ModelStatus.ACTIVE,
+            )
+        )
 
 
 def raw_rate(artifact: Path, files: list[Path], batch_size: int, repeats: int) -> float:
@@ -127,21 +147,7 @@ def worker_rate(
     engine = make_engine(database)
     upgrade(engine)
     factory = make_session_factory(engine)
-    with session_scope(factory) as session:
-        session.add(
-            ModelVersion(
-                version="bench-vgg16",
-                artifact_path=str(artifact),
-                checksum=checksum,
-                backbone="vgg16",
-                classes=["NORMAL", "PNEUMONIA"],
-                positive_class="PNEUMONIA",
-                input_size=SIZE,
-                threshold=0.5,
-                metrics={},
-                status=ModelStatus.ACTIVE,
-            )
-        )
+    register_active(factory, artifact, checksum)
     inbox = workdir / "inbox"
     inbox.mkdir()
     copies = [Path(shutil.copy(f, inbox / f.name)) for f in files]

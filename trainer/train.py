@@ -359,46 +359,37 @@ def train_model(
     )  # fmt: skip
     weights_by_class = class_weights(y_train_idx, len(classes)) if config.class_weighting else None
     history: dict[str, list[float]] = {}
-    head.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-        # XLA compiles each traced shape for seconds; a linear head gains nothing from it.
-        jit_compile=False,
-    )
-    fitted = head.fit(
-        base_out_train,
-        y_train,
-        validation_data=(base_out_eval, y_eval),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        class_weight=weights_by_class,
-        shuffle=True,
-        verbose=0,
-        callbacks=[_KerasProgress(progress, "train head", config.epochs)],
-    )
-    _merge_history(history, fitted)
-    if tail is not None:
-        feature_in = keras.Input(tuple(x_train.shape[1:]), name="cut_features")
-        tuned = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
-        tuned.compile(
-            optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
+
+    def fit(
+        model: keras.Model, x: Any, x_val: Any, *, learning_rate: float, epochs: int, label: str
+    ) -> None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
+            # XLA compiles each traced shape for seconds; a small head gains nothing.
             jit_compile=False,
         )
-        fitted = tuned.fit(
-            x_train,
+        fitted = model.fit(
+            x,
             y_train,
-            validation_data=(x_eval, y_eval),
-            epochs=config.fine_tune_epochs,
+            validation_data=(x_val, y_eval),
+            epochs=epochs,
             batch_size=config.batch_size,
             class_weight=weights_by_class,
             shuffle=True,
             verbose=0,
-            callbacks=[_KerasProgress(progress, "fine-tune", config.fine_tune_epochs)],
+            callbacks=[_KerasProgress(progress, label, epochs)],
         )
         _merge_history(history, fitted)
+
+    fit(head, base_out_train, base_out_eval, learning_rate=config.learning_rate,
+        epochs=config.epochs, label="train head")  # fmt: skip
+    if tail is not None:
+        feature_in = keras.Input(tuple(x_train.shape[1:]), name="cut_features")
+        tuned = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
+        fit(tuned, x_train, x_eval, learning_rate=config.fine_tune_learning_rate,
+            epochs=config.fine_tune_epochs, label="fine-tune")  # fmt: skip
         base.trainable = False
         probabilities = np.asarray(tuned.predict(x_eval, batch_size=64, verbose=0))
     else:

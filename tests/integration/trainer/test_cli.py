@@ -12,24 +12,12 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tests.cli_runner import run_cli
-from tests.unit.trainer.conftest import make_dataset
+from tests.unit.trainer.conftest import make_dataset, tiny_train_config
 from trainer import nightly
 from trainer.cli import evaluate, models_app, train
-from trainer.model import HeadConfig
-from trainer.train import TrainConfig
 from worker.cli.common import CommandError
 
-TINY = TrainConfig(
-    backbone="vgg16",
-    input_size=32,
-    base_weights=None,
-    epochs=6,
-    batch_size=8,
-    learning_rate=1e-2,
-    head=HeadConfig(dropout=0.2, l2=1e-4),
-    augment_views=0,
-    seed=7,
-)
+TINY = tiny_train_config(epochs=6)
 
 
 @pytest.fixture

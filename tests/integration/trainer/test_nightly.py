@@ -16,28 +16,16 @@ from db import model_registry
 from db.locks import acquire_lock
 from db.models import ModelStatus, ModelVersion, RunStatus, TrainingRun
 from db.session import make_session_factory, session_scope
-from tests.unit.trainer.conftest import make_dataset, write_image
+from tests.unit.trainer.conftest import make_dataset, tiny_train_config, write_image
 from trainer import nightly
 from trainer.data import load_dataset
 from trainer.errors import DataError, RegistryError
-from trainer.model import HeadConfig
 from trainer.promotion import promote, rollback
 from trainer.registry import load_artifact
-from trainer.train import TrainConfig
 from worker.imaging import DecodeOptions
 from worker.settings import Settings, load_settings
 
-CONFIG = TrainConfig(
-    backbone="vgg16",
-    input_size=32,
-    base_weights=None,
-    epochs=6,
-    batch_size=8,
-    learning_rate=1e-2,
-    head=HeadConfig(dropout=0.2, l2=1e-4),
-    augment_views=0,
-    seed=7,
-)
+CONFIG = tiny_train_config(epochs=6)
 
 
 @pytest.fixture

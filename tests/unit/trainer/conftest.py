@@ -51,14 +51,13 @@ def tiny_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
-@pytest.fixture
-def tiny_config() -> TrainConfig:
+def tiny_train_config(*, epochs: int = 8) -> TrainConfig:
     """VGG16 at 32x32 with random weights: seconds on a CPU."""
     return TrainConfig(
         backbone="vgg16",
         input_size=TINY,
         base_weights=None,
-        epochs=8,
+        epochs=epochs,
         batch_size=8,
         learning_rate=1e-2,
         head=HeadConfig(dropout=0.2, l2=1e-4),
@@ -66,6 +65,12 @@ def tiny_config() -> TrainConfig:
         min_sensitivity=0.95,
         seed=7,
     )
+
+
+@pytest.fixture
+def tiny_config() -> TrainConfig:
+    """The tiny configuration of `tiny_train_config`."""
+    return tiny_train_config()
 
 
 @pytest.fixture
