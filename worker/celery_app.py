@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 from kombu.entity import Queue
+from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from worker.settings import Settings
 
@@ -31,8 +32,25 @@ def _cron(expression: str) -> crontab:
     )
 
 
+EMBEDDED_PREFIX = "sqla+"
+EMBEDDED_POLL_S = 0.1
+
+
+class EmbeddedTransport(SQLAlchemyTransport):
+    """kombu's SQLAlchemy transport, polled every 0.1 s instead of every second.
+
+    A database table cannot notify a consumer, so an idle worker polls it. kombu's
+    default of 1 s made every task sent to an idle worker wait up to a second (a lone
+    scan's latency, and the start of every burst); a poll of the SQLite queue costs
+    well under a millisecond. The interval cannot go through transport options: this
+    transport hands those to `create_engine`, which refuses unknown ones.
+    """
+
+    polling_interval = EMBEDDED_POLL_S
+
+
 def _embedded_broker_path(url: str) -> Path | None:
-    prefix = "sqla+sqlite:///"
+    prefix = EMBEDDED_PREFIX + "sqlite:///"
     return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
 
 
@@ -51,6 +69,10 @@ def create_app(settings: Settings, *, include: tuple[str, ...] = SCREENING_TASK_
     app = Celery("cxr-screen", broker=settings.broker_url, include=list(include))
     transport_options: dict[str, Any]
     if embedded is not None:
+        # The same database URL without the `sqla+` prefix (which would select kombu's
+        # own class), and our transport class named instead.
+        app.conf.broker_url = settings.broker_url.removeprefix(EMBEDDED_PREFIX)
+        app.conf.broker_transport = f"{__name__}:{EmbeddedTransport.__name__}"
         # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's
         # write lock instead of failing when the watcher, worker and beat write at once.
         transport_options = {"connect_args": {"timeout": 30}}

@@ -1,0 +1,38 @@
+"""The Celery app's broker connection for each kind of broker URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kombu.transport.redis import Transport as RedisTransport
+
+from worker.celery_app import EmbeddedTransport, create_app
+from worker.settings import Settings
+
+
+def test_the_embedded_broker_polls_its_table_every_tenth_of_a_second(tmp_path: Path) -> None:
+    broker = tmp_path / "var" / "broker.db"
+    app = create_app(Settings(broker_url=f"sqla+sqlite:///{broker}"), include=())
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, EmbeddedTransport)
+        assert connection.transport.polling_interval == 0.1
+        assert connection.hostname == f"sqlite:///{broker}"
+        # The engine options still reach SQLAlchemy: wait for SQLite's write lock.
+        assert connection.transport_options == {"connect_args": {"timeout": 30}}
+    # A message goes through the table and comes back out of it.
+    with app.connection_for_write() as connection:
+        queue = connection.SimpleQueue("probe")
+        queue.put({"scan": 1})
+        message = queue.get(timeout=5)
+        assert message.payload == {"scan": 1}
+        message.ack()
+        queue.close()
+    assert broker.is_file()
+
+
+def test_redis_keeps_kombus_transport_and_the_visibility_timeout() -> None:
+    settings = Settings(broker_url="redis://127.0.0.1:6379/0")
+    app = create_app(settings, include=())
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, RedisTransport)
+        assert connection.transport_options == {"visibility_timeout": settings.visibility_timeout_s}
