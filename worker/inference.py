@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ModelStatus, ModelVersion
+from worker.accelerator import Precision, Xla, for_inference
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,26 @@ class LoadedModel:
     threshold: float
     input_size: int
     keras_model: Any
+    pad_batches: bool = False
 
     def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255.
 
         The backbone's preprocessing is inside the saved model, so the worker hands over
-        plain pixels and cannot drift from what the trainer did.
+        plain pixels and cannot drift from what the trainer did. With `pad_batches`, the
+        batch is padded with blank images to the next power of two and the padding's
+        rows dropped: an XLA-compiled model compiles once per input shape (seconds for
+        VGG16), and partial batches would otherwise bring a new shape each time.
         """
-        probabilities = self.keras_model.predict_on_batch(batch.astype(np.float32))
-        return np.asarray(probabilities, dtype=np.float32)
+        images = batch.astype(np.float32)
+        count = len(images)
+        if self.pad_batches and count > 0:
+            padded = padded_size(count)
+            if padded != count:
+                blank = np.zeros((padded - count, *images.shape[1:]), dtype=np.float32)
+                images = np.concatenate([images, blank])
+        probabilities = self.keras_model.predict_on_batch(images)
+        return np.asarray(probabilities, dtype=np.float32)[:count]
 
     @property
     def positive_index(self) -> int:
@@ -78,6 +90,12 @@ class LoadedModel:
         return verdicts
 
 
+def padded_size(count: int) -> int:
+    """The batch shape `count` images are run at when padding: the next power of two, so
+    a worker compiles at most log2(CXR_BATCH_SIZE) + 1 shapes and wastes under half."""
+    return 1 << (count - 1).bit_length()
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -87,8 +105,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model_version(row: ModelVersion) -> LoadedModel:
-    """Load the artifact of `row`, refusing one whose checksum does not match."""
+def load_model_version(
+    row: ModelVersion, *, precision: Precision = "float32", xla: Xla = "auto"
+) -> LoadedModel:
+    """Load the artifact of `row`, refusing one whose checksum does not match, and set it
+    up to serve with `precision` and `xla` (see `worker.accelerator.for_inference`)."""
     import keras
 
     path = Path(row.artifact_path)
@@ -110,7 +131,17 @@ def load_model_version(row: ModelVersion) -> LoadedModel:
             f"model {row.version}: input shape {keras_model.input_shape} differs from the "
             f"registry's input size {row.input_size}; the artifact does not belong to this row"
         )
-    log.info("loaded model %s (%s) from %s", row.version, row.backbone, path)
+    keras_model = for_inference(keras_model, precision=precision, xla=xla)
+    # Keras resolves `auto` here: TensorFlow compiles with XLA on a GPU, JAX always.
+    compiled = bool(keras_model.jit_compile)
+    log.info(
+        "loaded model %s (%s) from %s; precision %s, XLA %s",
+        row.version,
+        row.backbone,
+        path,
+        precision,
+        "on (batches padded to powers of two)" if compiled else "off",
+    )
     return LoadedModel(
         version_id=row.id,
         version=row.version,
@@ -119,14 +150,23 @@ def load_model_version(row: ModelVersion) -> LoadedModel:
         threshold=row.threshold,
         input_size=row.input_size,
         keras_model=keras_model,
+        pad_batches=compiled,
     )
 
 
 class ModelCache:
     """The model this process serves; checks the registry before each batch."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        precision: Precision = "float32",
+        xla: Xla = "auto",
+    ) -> None:
         self._session_factory = session_factory
+        self._precision: Precision = precision
+        self._xla: Xla = xla
         self._loaded: LoadedModel | None = None
         self._lock = threading.Lock()
 
@@ -144,7 +184,7 @@ class ModelCache:
             with self._lock:
                 if self._loaded is None or self._loaded.version_id != row.id:
                     previous = self._loaded.version if self._loaded else None
-                    self._loaded = load_model_version(row)
+                    self._loaded = load_model_version(row, precision=self._precision, xla=self._xla)
                     if previous:
                         log.info("switched model %s -> %s", previous, row.version)
                 return self._loaded

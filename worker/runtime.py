@@ -28,7 +28,7 @@ def build_context(settings: Settings, *, file_results: bool = True) -> Screening
     factory = make_session_factory(engine)
     return ScreeningContext(
         session_factory=factory,
-        models=ModelCache(factory),
+        models=ModelCache(factory, precision=settings.precision, xla=settings.xla),
         decode_options=decode_options(settings),
         executor=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
         worker_name=worker_name(),

@@ -11,6 +11,7 @@ from pydantic_settings.exceptions import SettingsError as SourceError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from worker.accelerator import Precision, Xla
 from worker.pacs.aet import check_ae_title, parse_destination
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
@@ -88,6 +89,16 @@ class Settings(BaseSettings):
     )
     decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         4, description="Threads decoding a batch's files in parallel in each worker."
+    )
+    precision: Precision = Field(
+        "float32",
+        description="Inference precision: `float32`, or `mixed_float16` / `mixed_bfloat16` "
+        "(16-bit compute on GPU tensor cores; the output softmax stays float32).",
+    )
+    xla: Xla = Field(
+        "auto",
+        description="XLA compilation of the forward pass: `auto` (on for GPUs, off on CPU), "
+        "`on` or `off`.",
     )
     claim_timeout_s: Annotated[float, Field(gt=0)] = Field(
         600.0,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from worker.accelerator import describe_devices
 from worker.celery_app import (
     SCREENING_QUEUE,
     SCREENING_TASK_MODULES,
@@ -65,7 +66,14 @@ def worker(
         include.append("trainer.tasks")
     app = create_app(settings, include=tuple(include))
     node = name or f"{'+'.join(wanted)}@%h"
-    logging.getLogger(__name__).info("worker %s consuming %s", node, ",".join(wanted))
+    logging.getLogger(__name__).info(
+        "worker %s consuming %s; %s; precision %s, XLA %s",
+        node,
+        ",".join(wanted),
+        describe_devices(),
+        settings.precision,
+        settings.xla,
+    )
     app.worker_main(
         [
             "worker",

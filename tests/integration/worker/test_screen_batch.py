@@ -18,7 +18,14 @@ from db.session import session_scope
 from tests.tiny_model import register_model
 from worker.imaging import DecodeOptions
 from worker.inference import ModelCache
-from worker.screening import Filing, ScreeningContext, screen_batch
+from worker.screening import (
+    Filing,
+    Prepared,
+    ScreeningContext,
+    draft_for,
+    prepare_file,
+    screen_batch,
+)
 
 
 def _drop(factory: sessionmaker[Session], files: list[Path]) -> list[int]:
@@ -154,3 +161,44 @@ def test_a_newly_promoted_model_is_used_for_the_next_batch(
             session.execute(select(Prediction.scan_id, Prediction.model_version_id)).all()
         )
     assert len(set(versions.values())) == 2
+
+
+def test_a_mixed_precision_worker_records_the_same_labels(
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+    tmp_path: Path,
+) -> None:
+    """`CXR_PRECISION=mixed_bfloat16` serves the active model with 16-bit compute; its
+    probabilities stay within 0.02 of a float32 worker's on the same real files."""
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
+    float32 = ModelCache(session_factory).current()
+    assert float32 is not None
+    mixed_context = ScreeningContext(
+        session_factory=session_factory,
+        models=ModelCache(session_factory, precision="mixed_bfloat16"),
+        decode_options=DecodeOptions(pseudonym_key=b"test-key"),
+        executor=ThreadPoolExecutor(2),
+        worker_name="test:bf16",
+        filing=None,
+    )
+    ids = _drop(session_factory, inbox[:3])
+    report = screen_batch(mixed_context, ids)
+    assert len(report.done) == 3
+    served = mixed_context.models.current()
+    assert served is not None
+    assert served.keras_model.layers[2].dtype_policy.name == "mixed_bfloat16"
+    with session_factory() as session:
+        recorded = {
+            row.scan_id: row.probability
+            for row in session.execute(select(Prediction.scan_id, Prediction.probability))
+        }
+        paths = {
+            row.id: row.source_path
+            for row in session.execute(select(Scan.id, Scan.source_path).where(Scan.id.in_(ids)))
+        }
+    options = draft_for(DecodeOptions(pseudonym_key=b"test-key"), float32.input_size)
+    for scan_id in ids:
+        prepared = prepare_file(Path(paths[scan_id]), float32.input_size, options)
+        assert isinstance(prepared, Prepared)
+        reference = float32.classify(prepared.image[None])[0].probability
+        assert abs(recorded[scan_id] - reference) < 0.02

@@ -1,0 +1,86 @@
+"""Partial batches padded to a few fixed shapes when the model is XLA-compiled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from db.models import ModelVersion
+from tests.tiny_model import TINY_SIZE, save_tiny_model
+from worker.inference import LoadedModel, load_model_version, padded_size
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(1, 1), (2, 2), (3, 4), (5, 8), (16, 16), (17, 32), (64, 64)]
+)
+def test_batches_are_padded_to_the_next_power_of_two(count: int, expected: int) -> None:
+    assert padded_size(count) == expected
+
+
+class _ShapeRecorder:
+    """Wraps a Keras model and records the batch shapes it was called with."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.shapes: list[int] = []
+
+    def predict_on_batch(self, images: np.ndarray) -> Any:
+        self.shapes.append(len(images))
+        return self.model.predict_on_batch(images)
+
+
+def _loaded(model: Any, *, pad: bool) -> LoadedModel:
+    return LoadedModel(
+        version_id=1,
+        version="tiny",
+        classes=("NORMAL", "PNEUMONIA"),
+        positive_class="PNEUMONIA",
+        threshold=0.5,
+        input_size=TINY_SIZE,
+        keras_model=model,
+        pad_batches=pad,
+    )
+
+
+def test_padding_changes_the_shapes_run_but_not_the_answers(tmp_path: Path) -> None:
+    import keras
+
+    path = tmp_path / "tiny.keras"
+    save_tiny_model(path)
+    model = keras.models.load_model(path, compile=False)
+    images = np.random.default_rng(0).integers(0, 256, (11, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+
+    recorder = _ShapeRecorder(model)
+    padded = _loaded(recorder, pad=True)
+    plain = _loaded(model, pad=False)
+    for count in (1, 3, 5, 11):
+        got = padded.predict(images[:count])
+        assert got.shape == (count, 2)
+        np.testing.assert_allclose(got, plain.predict(images[:count]), atol=1e-5)
+    assert recorder.shapes == [1, 4, 8, 16]
+
+
+def test_an_xla_model_loaded_by_the_worker_pads(tmp_path: Path) -> None:
+    """`CXR_XLA=on` (or a GPU under `auto`) compiles the model, so the worker pads; the
+    compiled model gives the float32 answers of the plain one."""
+    path = tmp_path / "tiny.keras"
+    row = ModelVersion(
+        id=7,
+        version="tiny",
+        artifact_path=str(path),
+        checksum=save_tiny_model(path),
+        backbone="tiny",
+        classes=["NORMAL", "PNEUMONIA"],
+        positive_class="PNEUMONIA",
+        input_size=TINY_SIZE,
+        threshold=0.5,
+    )
+    compiled = load_model_version(row, xla="on")
+    plain = load_model_version(row, xla="off")
+    assert compiled.pad_batches is True
+    assert plain.pad_batches is False
+    images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    np.testing.assert_allclose(compiled.predict(images), plain.predict(images), atol=1e-5)

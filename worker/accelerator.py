@@ -1,0 +1,95 @@
+"""How a loaded model runs: numeric precision and XLA compilation, set per worker.
+
+Mixed precision computes the convolutions in 16-bit floats (GPU tensor cores) while the
+weights stay 32-bit and the last layer, the softmax that yields the recorded
+probabilities, stays in float32. XLA compiles the forward pass into fused kernels.
+Both are measured in `bench/worker_throughput.py`; on a CPU worker neither helps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, cast
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
+Xla = Literal["auto", "on", "off"]
+
+PRECISIONS: tuple[Precision, ...] = ("float32", "mixed_float16", "mixed_bfloat16")
+XLA_MODES: tuple[Xla, ...] = ("auto", "on", "off")
+
+_FUNCTIONAL = ("Functional", "Model")
+
+
+def for_inference(keras_model: Any, *, precision: Precision = "float32", xla: Xla = "auto") -> Any:
+    """`keras_model` set up to serve with this precision and XLA mode.
+
+    float32 returns the model itself. A mixed policy rebuilds the same architecture with
+    that dtype policy on every layer but the inputs and the final output layer, then
+    copies the weights over (the saved artifact is float32 and stays so).
+
+    `xla`: ``auto`` keeps Keras's choice (TensorFlow: XLA on a GPU, not on a CPU; JAX:
+    always); ``on``/``off`` force it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if xla not in XLA_MODES:
+        raise ValueError(f"xla {xla!r} is not one of {', '.join(XLA_MODES)}")
+    served = keras_model if precision == "float32" else _with_policy(keras_model, precision)
+    if xla != "auto":
+        served.jit_compile = xla == "on"
+    return served
+
+
+def _with_policy(keras_model: Any, policy: Precision) -> Any:
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(keras_model)
+    _set_policy(serialized["config"], policy, keep_outputs=True)
+    rebuilt = keras.saving.deserialize_keras_object(serialized)
+    rebuilt.set_weights(keras_model.get_weights())
+    return rebuilt
+
+
+def _set_policy(config: dict[str, Any], policy: str, *, keep_outputs: bool) -> None:
+    """Give every layer of a functional model's config `policy`, in nested models too.
+
+    With `keep_outputs`, the layers that produce the model's outputs keep theirs (recursing
+    into a nested model that is an output), so the probabilities come out of a float32
+    softmax rather than a 16-bit one.
+    """
+    outputs = {str(entry[0]) for entry in _output_entries(config.get("output_layers", []))}
+    for layer in config["layers"]:
+        layer_config = cast(dict[str, Any], layer["config"])
+        is_output = keep_outputs and layer_config.get("name", layer.get("name")) in outputs
+        if layer["class_name"] in _FUNCTIONAL and "layers" in layer_config:
+            _set_policy(layer_config, policy, keep_outputs=is_output)
+        elif layer["class_name"] != "InputLayer" and not is_output:
+            layer_config["dtype"] = policy
+
+
+def _output_entries(output_layers: Any) -> list[list[Any]]:
+    """A functional config's `output_layers`: one [name, node, tensor] or a list of them."""
+    if output_layers and isinstance(output_layers[0], str):
+        return [cast(list[Any], output_layers)]
+    return cast(list[list[Any]], output_layers)
+
+
+def describe_devices() -> str:
+    """Where Keras will run, for the worker's start-up log line."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    else:
+        gpus = []
+    where = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
+    return f"Keras {keras.__version__} on {backend}, {where}"
