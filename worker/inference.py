@@ -27,6 +27,15 @@ class ModelUnavailableError(Exception):
     """
 
 
+class NonFiniteOutputError(ModelUnavailableError):
+    """The model gave NaN or infinite probabilities: a broken artifact or a numeric
+    setting (16-bit precision, XLA) the model or device does not support.
+
+    Nothing is recorded: a NaN is below every threshold and would read as a negative
+    finding. The batch goes back to the queue and is retried like any model outage.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The model's answer for one image."""
@@ -48,6 +57,7 @@ class LoadedModel:
     input_size: int
     keras_model: Any
     pad_batches: bool = False
+    precision: str = "float32"
 
     def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255.
@@ -80,13 +90,28 @@ class LoadedModel:
         return others[0] if len(others) == 1 else f"not {self.positive_class}"
 
     def classify(self, batch: npt.NDArray[np.uint8]) -> list[Verdict]:
-        """One `predict` for the batch, labelled at the model's operating threshold."""
+        """One `predict` for the batch, labelled at the model's operating threshold.
+
+        Raises:
+            NonFiniteOutputError: some probabilities are NaN or infinite.
+        """
+        probabilities = self.predict(batch)
+        broken = ~np.isfinite(probabilities).all(axis=1)
+        if broken.any():
+            raise NonFiniteOutputError(
+                f"model {self.version} gave non-finite probabilities for {int(broken.sum())} "
+                f"of {len(batch)} images (precision {self.precision}, XLA "
+                f"{'on' if self.pad_batches else 'off'}); nothing was recorded and the batch "
+                "goes back to the queue. If CXR_PRECISION or CXR_XLA is set, go back to "
+                "float32 / auto and restart the worker; else check the artifact with "
+                "`cxr-screen evaluate` and roll back with `cxr-screen models rollback`"
+            )
         verdicts = []
-        for row in self.predict(batch):
+        for row in probabilities:
             positive = min(max(float(row[self.positive_index]), 0.0), 1.0)
             label = self.positive_class if positive >= self.threshold else self.negative_label
-            probabilities = {c: float(p) for c, p in zip(self.classes, row, strict=True)}
-            verdicts.append(Verdict(label, positive, probabilities))
+            by_class = {c: float(p) for c, p in zip(self.classes, row, strict=True)}
+            verdicts.append(Verdict(label, positive, by_class))
         return verdicts
 
 
@@ -151,6 +176,7 @@ def load_model_version(
         input_size=row.input_size,
         keras_model=keras_model,
         pad_batches=compiled,
+        precision=precision,
     )
 
 

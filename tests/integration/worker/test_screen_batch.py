@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +19,7 @@ from db.scans import record_scan
 from db.session import session_scope
 from tests.tiny_model import register_model
 from worker.imaging import DecodeOptions
-from worker.inference import ModelCache
+from worker.inference import LoadedModel, ModelCache, NonFiniteOutputError
 from worker.screening import (
     Filing,
     Prepared,
@@ -202,3 +204,39 @@ def test_a_mixed_precision_worker_records_the_same_labels(
         assert isinstance(prepared, Prepared)
         reference = float32.classify(prepared.image[None])[0].probability
         assert abs(recorded[scan_id] - reference) < 0.02
+
+
+class _NaNModels:
+    """A model cache serving a model that answers NaN for everything."""
+
+    def __init__(self, real: ModelCache) -> None:
+        self._real = real
+
+    def current(self) -> LoadedModel | None:
+        loaded = self._real.current()
+        assert loaded is not None
+
+        class _NaN:
+            def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+                return np.full((len(images), 2), np.nan, dtype=np.float32)
+
+        return dataclasses.replace(loaded, keras_model=_NaN())
+
+
+def test_nan_output_goes_back_to_the_queue_and_records_nothing(
+    context: ScreeningContext,
+    session_factory: sessionmaker[Session],
+    inbox: list[Path],
+    tmp_path: Path,
+) -> None:
+    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
+    ids = _drop(session_factory, inbox[:3])
+    broken = dataclasses.replace(context, models=_NaNModels(context.models))  # type: ignore[arg-type]
+    with pytest.raises(NonFiniteOutputError):
+        screen_batch(broken, ids)
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 0
+        assert set(session.scalars(select(Scan.status))) == {ScanStatus.QUEUED}
+    assert all(p.exists() for p in inbox[:3]), "no file was moved"
+    # The same scans are screened once the model answers again.
+    assert len(screen_batch(context, ids).done) == 3

@@ -10,7 +10,12 @@ import pytest
 
 from db.models import ModelVersion
 from tests.tiny_model import TINY_SIZE, save_tiny_model
-from worker.inference import LoadedModel, load_model_version, padded_size
+from worker.inference import (
+    LoadedModel,
+    NonFiniteOutputError,
+    load_model_version,
+    padded_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,3 +89,19 @@ def test_an_xla_model_loaded_by_the_worker_pads(tmp_path: Path) -> None:
     assert plain.pad_batches is False
     images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
     np.testing.assert_allclose(compiled.predict(images), plain.predict(images), atol=1e-5)
+
+
+class _Broken:
+    """A model whose second image comes out as NaN (as bfloat16 under a buggy compiler did)."""
+
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
+        out = np.full((len(images), 2), 0.5, dtype=np.float32)
+        out[1] = np.nan
+        return out
+
+
+def test_non_finite_probabilities_are_refused_not_read_as_negative() -> None:
+    model = _loaded(_Broken(), pad=False)
+    images = np.zeros((3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    with pytest.raises(NonFiniteOutputError, match=r"1 of 3 images .*CXR_PRECISION"):
+        model.classify(images)
