@@ -30,7 +30,7 @@ def build_context(settings: Settings, *, file_results: bool = True) -> Screening
         session_factory=factory,
         models=ModelCache(factory, precision=settings.precision, xla=settings.xla),
         decode_options=decode_options(settings),
-        executor=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+        executor=ThreadPoolExecutor(settings.decode_pool_size, thread_name_prefix="decode"),
         worker_name=worker_name(),
         filing=Filing(settings.archive, settings.quarantine) if file_results else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -87,8 +88,10 @@ class Settings(BaseSettings):
     batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
         16, description="Scans per screening task (one model.predict call)."
     )
-    decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
-        4, description="Threads decoding a batch's files in parallel in each worker."
+    decode_threads: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None,
+        description="Threads decoding a batch's files in parallel in each worker (default: "
+        "one per CPU core, at most 16: a GPU worker needs them all to keep up).",
     )
     precision: Precision = Field(
         "float32",
@@ -322,6 +325,11 @@ class Settings(BaseSettings):
     def reports_path(self) -> Path:
         """Where copies of the sent Structured Reports are kept."""
         return self.report_dir if self.report_dir is not None else self.archive / "reports"
+
+    @property
+    def decode_pool_size(self) -> int:
+        """`decode_threads`, or one per core (at most 16) when not set."""
+        return self.decode_threads or min(os.cpu_count() or 1, 16)
 
     @property
     def visibility_timeout_s(self) -> float:

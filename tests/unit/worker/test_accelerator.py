@@ -12,7 +12,6 @@ from tests.tiny_model import save_tiny_model
 from trainer.backbones import get_backbone
 from trainer.model import build_classifier
 from worker.accelerator import for_inference
-from worker.settings import SettingsError, load_settings
 
 
 def _leaf_policies(model: Any) -> dict[str, str]:
@@ -92,13 +91,3 @@ def test_unknown_options_are_refused(nested_model: Any) -> None:
         for_inference(nested_model, precision="float8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="xla 'maybe'"):
         for_inference(nested_model, xla="maybe")  # type: ignore[arg-type]
-
-
-def test_settings_name_the_variable_of_a_bad_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CXR_PRECISION", "half")
-    with pytest.raises(SettingsError, match="CXR_PRECISION"):
-        load_settings()
-    monkeypatch.setenv("CXR_PRECISION", "mixed_bfloat16")
-    monkeypatch.setenv("CXR_XLA", "off")
-    settings = load_settings()
-    assert (settings.precision, settings.xla) == ("mixed_bfloat16", "off")

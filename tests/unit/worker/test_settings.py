@@ -71,3 +71,25 @@ def test_invalid_values_name_the_variable_and_the_fix(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=message):
         load_settings()
+
+
+def test_precision_and_xla_are_checked_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXR_PRECISION", "half")
+    with pytest.raises(SettingsError, match="CXR_PRECISION"):
+        load_settings()
+    monkeypatch.setenv("CXR_PRECISION", "mixed_bfloat16")
+    monkeypatch.setenv("CXR_XLA", "off")
+    settings = load_settings()
+    assert (settings.precision, settings.xla) == ("mixed_bfloat16", "off")
+
+
+def test_decode_pool_follows_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert load_settings().decode_pool_size == 16
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert load_settings().decode_pool_size == 2
+    monkeypatch.setenv("CXR_DECODE_THREADS", "6")
+    assert load_settings().decode_pool_size == 6
+    monkeypatch.setenv("CXR_DECODE_THREADS", "0")
+    with pytest.raises(SettingsError, match="CXR_DECODE_THREADS"):
+        load_settings()
