@@ -64,7 +64,7 @@ def worker(
     include = list(SCREENING_TASK_MODULES)
     if TRAINING_QUEUE in wanted:
         include.append("trainer.tasks")
-    app = create_app(settings, include=tuple(include))
+    app = create_app(settings, include=tuple(include), background=SCREENING_QUEUE not in wanted)
     node = name or f"{'+'.join(wanted)}@%h"
     logging.getLogger(__name__).info(
         "worker %s consuming %s; %s; precision %s, XLA %s",

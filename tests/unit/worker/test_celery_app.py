@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kombu.transport.redis import Transport as RedisTransport
 
-from worker.celery_app import EmbeddedTransport, create_app
+from worker.celery_app import EmbeddedBackgroundTransport, EmbeddedTransport, create_app
 from worker.settings import Settings
 
 
@@ -36,3 +36,12 @@ def test_redis_keeps_kombus_transport_and_the_visibility_timeout() -> None:
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, RedisTransport)
         assert connection.transport_options == {"visibility_timeout": settings.visibility_timeout_s}
+
+
+def test_a_training_only_worker_polls_the_embedded_broker_once_a_second(tmp_path: Path) -> None:
+    broker = tmp_path / "broker.db"
+    app = create_app(Settings(broker_url=f"sqla+sqlite:///{broker}"), include=(), background=True)
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, EmbeddedBackgroundTransport)
+        assert connection.transport.polling_interval == 1.0
+        assert connection.hostname == f"sqlite:///{broker}"
