@@ -27,9 +27,24 @@ def machine() -> str:
         kib = int(meminfo.read_text().split()[1])
         memory = f", {kib / 1024**2:.0f} GiB RAM"
     return (
-        f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} "
+        f"{cpu}, {os.cpu_count()} cores{memory}{_gpus()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+def _gpus() -> str:
+    """', GPU: <names>' where nvidia-smi answers, else nothing."""
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=20,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f", GPU: {'; '.join(names.splitlines())}" if names else ""
 
 
 def git_revision() -> str:
