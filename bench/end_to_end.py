@@ -95,7 +95,7 @@ def steady_rate(finished: list[datetime]) -> float:
     (a file's way through the watcher, the batch window, the first batch) is latency,
     measured on its own; what a stream of scans sees is this rate."""
     stamps = sorted(finished)
-    first = [t for t in stamps if (t - stamps[0]).total_seconds() < 0.05]
+    first = [t for t in stamps if t == stamps[0]]  # a batch's rows share one timestamp
     span = (stamps[-1] - stamps[0]).total_seconds()
     return (len(stamps) - len(first)) / span if span > 0 else float("nan")
 

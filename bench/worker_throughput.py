@@ -44,6 +44,11 @@ from PIL import Image
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+# The raw measurement runs in this process and the worker in another: neither may take
+# the whole GPU at start (TensorFlow and JAX both would by default).
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 # Run as a script: make the repository importable (bench.common) beside the packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -167,12 +172,8 @@ def distinct_copies(files: list[Path], folder: Path, copies: int) -> list[Path]:
     out = []
     for n in range(copies):
         for f in files:
-            data = f.read_bytes()
-            assert data[:2] == b"\xff\xd8", f"{f} is not a JPEG"
-            comment = f"cxr-screen bench copy {n}".encode()
-            segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
             target = folder / f"{f.stem}-{n}{f.suffix}"
-            target.write_bytes(data[:2] + segment + data[2:])
+            target.write_bytes(_with_comment(f.read_bytes(), f"cxr-screen bench copy {n}"))
             out.append(target)
     return out
 
@@ -184,11 +185,19 @@ def warm_up_files(sources: list[Path], folder: Path, count: int) -> list[Path]:
     out = []
     for n in range(count):
         buffer = io.BytesIO()
-        Image.open(sources[n % len(sources)]).convert("L").save(buffer, "JPEG", quality=90 - n % 40)
+        Image.open(sources[n % len(sources)]).convert("L").save(buffer, "JPEG", quality=90)
         target = folder / f"warm-up-{n}.jpeg"
-        target.write_bytes(buffer.getvalue())
+        target.write_bytes(_with_comment(buffer.getvalue(), f"cxr-screen warm-up {n}"))
         out.append(target)
     return out
+
+
+def _with_comment(jpeg: bytes, text: str) -> bytes:
+    """`jpeg` with a comment segment (FF FE) after its start-of-image marker: other
+    bytes, hence another file to the content-addressed intake, and the same pixels."""
+    assert jpeg[:2] == b"\xff\xd8", "not a JPEG"
+    comment = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
 
 
 def worker_rate(

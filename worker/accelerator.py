@@ -48,7 +48,17 @@ def _with_policy(keras_model: Any, policy: Precision) -> Any:
     serialized = keras.saving.serialize_keras_object(keras_model)
     _set_policy(serialized["config"], policy, keep_outputs=True)
     rebuilt = keras.saving.deserialize_keras_object(serialized)
-    rebuilt.set_weights(keras_model.get_weights())
+    # Copy by variable path, not by position: VGG16 has many kernels of one shape, so a
+    # different order would pass every shape check and silently scramble the model.
+    source = {variable.path: variable for variable in keras_model.weights}
+    target = {variable.path: variable for variable in rebuilt.weights}
+    if len(source) != len(keras_model.weights) or source.keys() != target.keys():
+        raise ValueError(
+            f"rebuilding the model for {policy} changed its variables "
+            f"({sorted(source.keys() ^ target.keys())[:4]}...); serve it in float32"
+        )
+    for path, variable in target.items():
+        variable.assign(source[path].value)
     return rebuilt
 
 

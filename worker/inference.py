@@ -57,26 +57,45 @@ class LoadedModel:
     input_size: int
     keras_model: Any
     pad_batches: bool = False
+    max_batch: int | None = None
     precision: str = "float32"
+    # The artifact's own float32 model when `keras_model` is a 16-bit rebuild of it:
+    # images whose 16-bit answer is not finite are answered by this one instead.
+    float32_model: Any = None
 
     def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255.
 
         The backbone's preprocessing is inside the saved model, so the worker hands over
         plain pixels and cannot drift from what the trainer did. With `pad_batches`, the
-        batch is padded with blank images to the next power of two and the padding's
-        rows dropped: an XLA-compiled model compiles once per input shape (seconds for
+        batch is padded with blank images (see `padded_size`) and the padding's rows
+        dropped: an XLA-compiled model compiles once per input shape (seconds for
         VGG16), and partial batches would otherwise bring a new shape each time.
         """
         images = batch.astype(np.float32)
         count = len(images)
         if self.pad_batches and count > 0:
-            padded = padded_size(count)
+            padded = padded_size(count, self.max_batch)
             if padded != count:
                 blank = np.zeros((padded - count, *images.shape[1:]), dtype=np.float32)
                 images = np.concatenate([images, blank])
-        probabilities = self.keras_model.predict_on_batch(images)
-        return np.asarray(probabilities, dtype=np.float32)[:count]
+        probabilities = np.asarray(self.keras_model.predict_on_batch(images), dtype=np.float32)
+        broken = ~np.isfinite(probabilities[:count]).all(axis=1)
+        if broken.any() and self.float32_model is not None:
+            # 16-bit overflow (float16 tops out at 65504) or a compiler fault: the
+            # float32 model answers for the whole (padded) batch, same shape as compiled.
+            log.warning(
+                "model %s in %s gave non-finite probabilities for %d of %d images; "
+                "screened them in float32 instead (set CXR_PRECISION=float32 if this recurs)",
+                self.version,
+                self.precision,
+                int(broken.sum()),
+                count,
+            )
+            fallback = np.asarray(self.float32_model.predict_on_batch(images), dtype=np.float32)
+            rows = np.flatnonzero(broken)
+            probabilities[rows] = fallback[rows]
+        return probabilities[:count]
 
     @property
     def positive_index(self) -> int:
@@ -115,10 +134,15 @@ class LoadedModel:
         return verdicts
 
 
-def padded_size(count: int) -> int:
-    """The batch shape `count` images are run at when padding: the next power of two, so
-    a worker compiles at most log2(CXR_BATCH_SIZE) + 1 shapes and wastes under half."""
-    return 1 << (count - 1).bit_length()
+def padded_size(count: int, max_batch: int | None = None) -> int:
+    """The batch shape `count` images are run at when padding: the next power of two,
+    capped at the configured batch size (a full batch is never padded). A worker then
+    compiles at most log2(CXR_BATCH_SIZE) + 2 shapes and never more than doubles a
+    batch's work."""
+    padded = 1 << (count - 1).bit_length()
+    if max_batch is not None and count <= max_batch:
+        return min(padded, max_batch)
+    return padded
 
 
 def file_sha256(path: Path) -> str:
@@ -131,7 +155,11 @@ def file_sha256(path: Path) -> str:
 
 
 def load_model_version(
-    row: ModelVersion, *, precision: Precision = "float32", xla: Xla = "auto"
+    row: ModelVersion,
+    *,
+    precision: Precision = "float32",
+    xla: Xla = "auto",
+    max_batch: int | None = None,
 ) -> LoadedModel:
     """Load the artifact of `row`, refusing one whose checksum does not match, and set it
     up to serve with `precision` and `xla` (see `worker.accelerator.for_inference`)."""
@@ -156,9 +184,12 @@ def load_model_version(
             f"model {row.version}: input shape {keras_model.input_shape} differs from the "
             f"registry's input size {row.input_size}; the artifact does not belong to this row"
         )
+    float32_model = keras_model
     keras_model = for_inference(keras_model, precision=precision, xla=xla)
     # Keras resolves `auto` here: TensorFlow compiles with XLA on a GPU, JAX always.
     compiled = bool(keras_model.jit_compile)
+    if float32_model is not keras_model:
+        float32_model.jit_compile = compiled  # the fallback runs the same padded shapes
     log.info(
         "loaded model %s (%s) from %s; precision %s, XLA %s",
         row.version,
@@ -176,7 +207,9 @@ def load_model_version(
         input_size=row.input_size,
         keras_model=keras_model,
         pad_batches=compiled,
+        max_batch=max_batch,
         precision=precision,
+        float32_model=float32_model if float32_model is not keras_model else None,
     )
 
 
@@ -189,10 +222,12 @@ class ModelCache:
         *,
         precision: Precision = "float32",
         xla: Xla = "auto",
+        max_batch: int | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._precision: Precision = precision
         self._xla: Xla = xla
+        self._max_batch = max_batch
         self._loaded: LoadedModel | None = None
         self._lock = threading.Lock()
 
@@ -210,7 +245,9 @@ class ModelCache:
             with self._lock:
                 if self._loaded is None or self._loaded.version_id != row.id:
                     previous = self._loaded.version if self._loaded else None
-                    self._loaded = load_model_version(row, precision=self._precision, xla=self._xla)
+                    self._loaded = load_model_version(
+                        row, precision=self._precision, xla=self._xla, max_batch=self._max_batch
+                    )
                     if previous:
                         log.info("switched model %s -> %s", previous, row.version)
                 return self._loaded

@@ -28,7 +28,9 @@ def build_context(settings: Settings, *, file_results: bool = True) -> Screening
     factory = make_session_factory(engine)
     return ScreeningContext(
         session_factory=factory,
-        models=ModelCache(factory, precision=settings.precision, xla=settings.xla),
+        models=ModelCache(
+            factory, precision=settings.precision, xla=settings.xla, max_batch=settings.batch_size
+        ),
         decode_options=decode_options(settings),
         executor=ThreadPoolExecutor(settings.decode_pool_size, thread_name_prefix="decode"),
         worker_name=worker_name(),

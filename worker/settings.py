@@ -328,8 +328,8 @@ class Settings(BaseSettings):
 
     @property
     def decode_pool_size(self) -> int:
-        """`decode_threads`, or one per core (at most 16) when not set."""
-        return self.decode_threads or min(os.cpu_count() or 1, 16)
+        """`decode_threads`, or one per core this process may run on (at most 16)."""
+        return self.decode_threads or min(len(os.sched_getaffinity(0)), 16)
 
     @property
     def visibility_timeout_s(self) -> float:

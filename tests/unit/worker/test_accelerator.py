@@ -57,7 +57,10 @@ def test_mixed_policy_reaches_nested_layers_and_keeps_a_float32_softmax(
     assert policies["preprocess"] == policy
     # The artifact's own model is untouched; the copy has the same float32 weights.
     assert _leaf_policies(nested_model)["block1_conv1"] == "float32"
-    for original, copied in zip(nested_model.weights, served.weights, strict=True):
+    copies = {variable.path: variable for variable in served.weights}
+    assert len(copies) == len(nested_model.weights)
+    for original in nested_model.weights:
+        copied = copies[original.path]
         assert copied.dtype == "float32"
         np.testing.assert_array_equal(np.asarray(original), np.asarray(copied))
 

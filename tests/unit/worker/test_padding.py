@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ from worker.inference import (
 )
 def test_batches_are_padded_to_the_next_power_of_two(count: int, expected: int) -> None:
     assert padded_size(count) == expected
+
+
+@pytest.mark.parametrize(("count", "expected"), [(5, 8), (16, 16), (17, 24), (24, 24), (30, 32)])
+def test_padding_stops_at_a_batch_size_that_is_no_power_of_two(count: int, expected: int) -> None:
+    """CXR_BATCH_SIZE=24: a full batch runs as it is, never padded to 32."""
+    assert padded_size(count, 24) == expected
 
 
 class _ShapeRecorder:
@@ -105,3 +112,20 @@ def test_non_finite_probabilities_are_refused_not_read_as_negative() -> None:
     images = np.zeros((3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
     with pytest.raises(NonFiniteOutputError, match=r"1 of 3 images .*CXR_PRECISION"):
         model.classify(images)
+
+
+def test_a_16_bit_nan_is_answered_by_the_float32_model(tmp_path: Path) -> None:
+    """Mixed precision overflowing on one image: that image is screened in float32."""
+    import keras
+
+    path = tmp_path / "tiny.keras"
+    save_tiny_model(path)
+    float32 = keras.models.load_model(path, compile=False)
+    model = dataclasses.replace(
+        _loaded(_Broken(), pad=False), precision="mixed_float16", float32_model=float32
+    )
+    images = np.random.default_rng(2).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    verdicts = model.classify(images)
+    expected = np.asarray(float32.predict_on_batch(images.astype(np.float32)))
+    assert verdicts[1].probability == pytest.approx(float(expected[1, 1]), abs=1e-6)
+    assert verdicts[0].probability == 0.5  # the 16-bit answers that were finite stay

@@ -84,9 +84,9 @@ def test_precision_and_xla_are_checked_and_named(monkeypatch: pytest.MonkeyPatch
 
 
 def test_decode_pool_follows_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(32)))
     assert load_settings().decode_pool_size == 16
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
     assert load_settings().decode_pool_size == 2
     monkeypatch.setenv("CXR_DECODE_THREADS", "6")
     assert load_settings().decode_pool_size == 6
