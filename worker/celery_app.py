@@ -153,3 +153,20 @@ def create_app(
         enable_utc=True,
     )
     return app
+
+
+def prepare_embedded_broker(settings: Settings) -> None:
+    """Create the embedded broker's tables and queues now, from one process.
+
+    `cxr-screen up` starts the screening worker, the training worker and beat at once;
+    on a fresh install each would create kombu's tables and all but one fail with
+    "table kombu_queue already exists", logged as a lost broker connection. Nothing to
+    do for Redis.
+    """
+    if _embedded_broker_path(settings.broker_url) is None:
+        return
+    app = create_app(settings, include=())
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue.bind(channel).declare()

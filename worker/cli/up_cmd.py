@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from db.migrate import upgrade
 from db.models import ModelStatus, ModelVersion
 from db.session import make_engine, make_session_factory
+from worker.celery_app import prepare_embedded_broker
 from worker.cli.common import CommandError, database_error, redacted, settings_or_fail
 from worker.settings import Settings
 from worker.supervisor import ChildSpec, Supervisor
@@ -100,6 +101,13 @@ def up(
         except OSError as exc:
             raise CommandError(f"cannot create {folder}: {exc.strerror}") from None
     active = _prepare_database(settings)
+    try:
+        prepare_embedded_broker(settings)
+    except (OSError, OperationalError) as exc:
+        raise CommandError(
+            f"cannot open the embedded broker {redacted(settings.broker_url)}: {exc}; check "
+            f"that {settings.var_dir} is writable, or set CXR_BROKER_URL to a Redis URL"
+        ) from None
     if active is None and not no_train:
         _first_model(settings)
         active = _prepare_database(settings)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from kombu.transport.redis import Transport as RedisTransport
 
-from worker.celery_app import EmbeddedBackgroundTransport, EmbeddedTransport, create_app
+from worker.celery_app import (
+    EmbeddedBackgroundTransport,
+    EmbeddedTransport,
+    create_app,
+    prepare_embedded_broker,
+)
 from worker.settings import Settings
 
 
@@ -45,3 +51,17 @@ def test_a_training_only_worker_polls_the_embedded_broker_once_a_second(tmp_path
         assert isinstance(connection.transport, EmbeddedBackgroundTransport)
         assert connection.transport.polling_interval == 1.0
         assert connection.hostname == f"sqlite:///{broker}"
+
+
+def test_the_embedded_broker_is_prepared_once_before_its_consumers_start(tmp_path: Path) -> None:
+    broker = tmp_path / "var" / "broker.db"
+    settings = Settings(broker_url=f"sqla+sqlite:///{broker}")
+    prepare_embedded_broker(settings)
+    prepare_embedded_broker(settings)  # again, on tables that exist: nothing to do
+    with sqlite3.connect(broker) as db:
+        queues = {row[0] for row in db.execute("SELECT name FROM kombu_queue")}
+    assert queues == {"screening", "training"}
+
+
+def test_preparing_a_redis_broker_touches_nothing() -> None:
+    prepare_embedded_broker(Settings(broker_url="redis://127.0.0.1:1/0"))  # no server there
