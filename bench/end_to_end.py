@@ -38,6 +38,7 @@ from sqlalchemy import func, select
 from bench.common import DEFAULT_SHARED, REPO, git_revision, machine, now
 from bench.worker_throughput import (
     SIZE,
+    bench_inputs,
     build_artifact,
     decoded_images,
     distinct_copies,
@@ -198,12 +199,7 @@ def main() -> None:
     )
     parser.add_argument("--log", type=Path, help="keep the service's log here")
     args = parser.parse_args()
-    files = sorted((args.shared / "data" / "chest_xray_fullres").rglob("*.jpeg"))
-    weights = args.shared / "weights" / "vgg16_imagenet_notop.weights.h5"
-    if len(files) != 60 or not weights.is_file():
-        raise SystemExit(
-            f"need the 60 full-resolution JPEGs and the VGG16 weights under {args.shared}"
-        )
+    files, weights = bench_inputs(args.shared)
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cxr-e2e-") as tmp:
         workdir = Path(tmp)

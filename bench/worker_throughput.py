@@ -100,6 +100,15 @@ def register_active(factory: sessionmaker[Session], artifact: Path, checksum: st
         )
 
 
+def bench_inputs(shared: Path) -> tuple[list[Path], Path]:
+    """The 60 shared full-resolution JPEGs and the VGG16 weights file, or exit saying so."""
+    files = sorted((shared / "data" / "chest_xray_fullres").rglob("*.jpeg"))
+    weights = shared / "weights" / "vgg16_imagenet_notop.weights.h5"
+    if len(files) != 60 or not weights.is_file():
+        raise SystemExit(f"need the 60 full-resolution JPEGs and the VGG16 weights under {shared}")
+    return files, weights
+
+
 def decoded_images(files: list[Path]) -> list[np.ndarray]:
     """The model inputs of `files`, decoded the way the worker decodes them."""
     options = draft_for(DecodeOptions(), SIZE)
@@ -349,12 +358,7 @@ def main() -> None:
     sweep = [(p, b) for p in args.precision for b in args.batch_size]
     if len(sweep) > 1 and not args.no_worker:
         parser.error("several precisions or batch sizes measure raw rates only: add --no-worker")
-    files = sorted((args.shared / "data" / "chest_xray_fullres").rglob("*.jpeg"))
-    weights = args.shared / "weights" / "vgg16_imagenet_notop.weights.h5"
-    if len(files) != 60 or not weights.is_file():
-        raise SystemExit(
-            f"need the 60 full-resolution JPEGs and the VGG16 weights under {args.shared}"
-        )
+    files, weights = bench_inputs(args.shared)
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         workdir = Path(tmp)

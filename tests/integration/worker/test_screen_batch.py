@@ -166,6 +166,7 @@ def test_a_newly_promoted_model_is_used_for_the_next_batch(
 
 
 def test_a_mixed_precision_worker_records_the_same_labels(
+    context: ScreeningContext,
     session_factory: sessionmaker[Session],
     inbox: list[Path],
     tmp_path: Path,
@@ -175,13 +176,9 @@ def test_a_mixed_precision_worker_records_the_same_labels(
     register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
     float32 = ModelCache(session_factory).current()
     assert float32 is not None
-    mixed_context = ScreeningContext(
-        session_factory=session_factory,
-        models=ModelCache(session_factory, precision="mixed_bfloat16"),
-        decode_options=DecodeOptions(pseudonym_key=b"test-key"),
-        executor=ThreadPoolExecutor(2),
-        worker_name="test:bf16",
-        filing=None,
+    # No filing: the files stay where they are, to be decoded again for the reference.
+    mixed_context = dataclasses.replace(
+        context, models=ModelCache(session_factory, precision="mixed_bfloat16"), filing=None
     )
     ids = _drop(session_factory, inbox[:3])
     report = screen_batch(mixed_context, ids)
@@ -198,7 +195,7 @@ def test_a_mixed_precision_worker_records_the_same_labels(
             row.id: row.source_path
             for row in session.execute(select(Scan.id, Scan.source_path).where(Scan.id.in_(ids)))
         }
-    options = draft_for(DecodeOptions(pseudonym_key=b"test-key"), float32.input_size)
+    options = draft_for(context.decode_options, float32.input_size)
     for scan_id in ids:
         prepared = prepare_file(Path(paths[scan_id]), float32.input_size, options)
         assert isinstance(prepared, Prepared)
