@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from worker.accelerator import describe_devices
+from worker.accelerator import cpu_has_amx_bf16, describe_devices, gpu_count, precision_advice
 from worker.celery_app import (
     SCREENING_QUEUE,
     SCREENING_TASK_MODULES,
@@ -66,7 +66,8 @@ def worker(
         include.append("trainer.tasks")
     app = create_app(settings, include=tuple(include), background=SCREENING_QUEUE not in wanted)
     node = name or f"{'+'.join(wanted)}@%h"
-    logging.getLogger(__name__).info(
+    log = logging.getLogger(__name__)
+    log.info(
         "worker %s consuming %s; %s; precision %s, XLA %s",
         node,
         ",".join(wanted),
@@ -74,6 +75,12 @@ def worker(
         settings.precision,
         settings.xla,
     )
+    if SCREENING_QUEUE in wanted:
+        advice = precision_advice(
+            settings.precision, has_gpu=gpu_count() > 0, amx_bf16=cpu_has_amx_bf16()
+        )
+        if advice:
+            log.info("%s", advice)
     app.worker_main(
         [
             "worker",

@@ -11,7 +11,7 @@ import pytest
 from tests.tiny_model import save_tiny_model
 from trainer.backbones import get_backbone
 from trainer.model import build_classifier
-from worker.accelerator import for_inference
+from worker.accelerator import cpu_has_amx_bf16, for_inference, precision_advice
 
 
 def _leaf_policies(model: Any) -> dict[str, str]:
@@ -94,3 +94,25 @@ def test_unknown_options_are_refused(nested_model: Any) -> None:
         for_inference(nested_model, precision="float8")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="xla 'maybe'"):
         for_inference(nested_model, xla="maybe")  # type: ignore[arg-type]
+
+
+def test_amx_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\n"
+        "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    )
+    assert cpu_has_amx_bf16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert not cpu_has_amx_bf16(cpuinfo)  # bf16 instructions without the matrix units
+    assert not cpu_has_amx_bf16(tmp_path / "missing")
+
+
+def test_the_precision_hint_is_given_only_where_bfloat16_would_pay() -> None:
+    hint = precision_advice("float32", has_gpu=False, amx_bf16=True)
+    assert hint is not None
+    assert "CXR_PRECISION=mixed_bfloat16" in hint
+    assert precision_advice("mixed_bfloat16", has_gpu=False, amx_bf16=True) is None
+    assert precision_advice("float32", has_gpu=False, amx_bf16=False) is None
+    # On a GPU worker the model runs there: the CPU's units do not matter.
+    assert precision_advice("float32", has_gpu=True, amx_bf16=True) is None
