@@ -107,9 +107,16 @@ def steady_rate(finished: list[datetime]) -> float:
 
 
 def service_figures(
-    artifact: Path, checksum: str, files: list[Path], workdir: Path, precision: Precision
+    artifact: Path,
+    checksum: str,
+    files: list[Path],
+    workdir: Path,
+    *,
+    precision: Precision,
+    batch_size: int,
 ) -> ServiceFigures:
-    """Latency and throughput of `cxr-screen up` on embedded defaults (but `precision`)."""
+    """Latency and throughput of `cxr-screen up` on embedded defaults but for
+    CXR_PRECISION and CXR_BATCH_SIZE."""
     site = workdir / "site"
     site.mkdir()
     engine = make_engine(f"sqlite:///{site / 'var' / 'cxr-screen.db'}")
@@ -121,6 +128,7 @@ def service_figures(
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "CXR_PSEUDONYM_KEY": "bench",
         "CXR_PRECISION": precision,
+        "CXR_BATCH_SIZE": str(batch_size),
     }
     log_path = workdir / "up.log"
     log = log_path.open("wb")
@@ -158,10 +166,10 @@ def service_figures(
             if time.monotonic() > deadline or service.poll() is not None:
                 raise RuntimeError(f"the service did not start; see {log_path}")
             time.sleep(0.2)
-        # Warm-up: the worker loads the model on its first batch, a full one (16, the
+        # Warm-up: the worker loads the model on its first batch, a full one (CXR_BATCH_SIZE,
         # default CXR_BATCH_SIZE), so the batch shape is traced outside the timing too.
         (workdir / "warm-up").mkdir()
-        *warm, single = warm_up_files(files, workdir / "warm-up", 16 + 1)
+        *warm, single = warm_up_files(files, workdir / "warm-up", batch_size + 1)
         for path in warm:
             _drop(path, inbox, path.name)
         wait_for(len(warm), 300)
@@ -209,6 +217,12 @@ def main() -> None:
         default="float32",
         help="the service's CXR_PRECISION, and the raw rate's (the naive loop stays float32)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="the service's CXR_BATCH_SIZE, and the raw rate's batch",
+    )
     parser.add_argument("--log", type=Path, help="keep the service's log here")
     args = parser.parse_args()
     files, weights = bench_inputs(args.shared)
@@ -219,13 +233,25 @@ def main() -> None:
         checksum = build_artifact(weights, artifact)
         naive = naive_rate(artifact, files, workdir)
         print(f"naive seed loop: {naive:.2f} images/s", flush=True)
-        raw = raw_rate(artifact, decoded_images(files), 16, 3, precision=args.precision)[0]
-        print(f"raw predict_on_batch (16, {args.precision}): {raw:.2f} images/s", flush=True)
+        raw = raw_rate(
+            artifact, decoded_images(files), args.batch_size, 3, precision=args.precision
+        )[0]
+        print(
+            f"raw predict_on_batch ({args.batch_size}, {args.precision}): {raw:.2f} images/s",
+            flush=True,
+        )
         dropped = files
         if args.copies > 1:
             (workdir / "copies").mkdir()
             dropped = distinct_copies(files, workdir / "copies", args.copies)
-        figures = service_figures(artifact, checksum, dropped, workdir, args.precision)
+        figures = service_figures(
+            artifact,
+            checksum,
+            dropped,
+            workdir,
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
         if args.log:
             shutil.copy(workdir / "up.log", args.log)
     rate, steady = figures.throughput, figures.steady
@@ -237,6 +263,7 @@ def main() -> None:
     )
     row = (
         f"| {now()} | {git_revision()} | {load_at_start:.1f} | {args.precision} | "
+        f"{args.batch_size} | "
         f"{len(dropped)} | {naive:.2f} | {raw:.2f} | "
         f"{rate:.2f} ({rate / naive:.2f}x, {rate / raw:.3f}) | "
         f"{steady:.2f} ({steady / naive:.2f}x, {steady / raw:.3f}) | {figures.latency_s:.2f} |\n"
@@ -253,21 +280,22 @@ def main() -> None:
 
 TABLE = """## On {machine}
 
-Command: `.venv/bin/python bench/end_to_end.py [--precision P]` (each of the 60 files
-dropped 3 times as distinct copies, 180 scans). Model: VGG16 (shared ImageNet weights) +
-Flatten + Dense(2), 224 px. Naive: the seed's loop in float32, best of 2 passes. Raw:
-`predict_on_batch` at batch 16 in the service's precision, best of 3. Service:
-`cxr-screen up` on embedded defaults (SQLite database and broker, batch 16, 500 ms batch
-window) but CXR_PRECISION, warmed up with one full batch. Throughput: first drop to last
-result row. Steady: scans finished after the first batch over the time from the first
-batch's results to the last. In brackets: x naive, fraction of raw. Targets: service >= 2x
-naive, steady >= 0.85 of raw. Load: 1-minute load average at start.
+Command: `.venv/bin/python bench/end_to_end.py [--precision P] [--batch-size B]` (each
+of the 60 files dropped 3 times as distinct copies, 180 scans). Model: VGG16 (shared
+ImageNet weights) + Flatten + Dense(2), 224 px. Naive: the seed's loop in float32, best of
+2 passes. Raw: `predict_on_batch` in the service's precision and batch size, best of 3.
+Service: `cxr-screen up` on embedded defaults (SQLite database and broker, 500 ms batch
+window) but CXR_PRECISION and CXR_BATCH_SIZE (default 16), warmed up with one full batch.
+Throughput: first drop to last result row. Steady: scans finished after the first batch
+over the time from the first batch's results to the last. In brackets: x naive, fraction
+of raw. Targets: service >= 2x naive, steady >= 0.85 of raw. Load: 1-minute load average
+at start.
 
 """
 COLUMNS = (
-    "| when | commit | load | precision | scans | naive images/s | raw images/s "
+    "| when | commit | load | precision | batch | scans | naive images/s | raw images/s "
     "| service scans/s | steady scans/s | single-scan latency s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 

@@ -203,6 +203,10 @@ class Prediction(Base):
     threshold: Mapped[float] = mapped_column(Float)
     inference_ms: Mapped[float | None] = mapped_column(Float)
     batch_size: Mapped[int | None] = mapped_column(Integer)
+    # What the forward pass computed in (`float32`, `mixed_bfloat16`, ...; CXR_PRECISION):
+    # 16-bit answers differ from float32 in the third decimal, so an audit must be able
+    # to tell them apart. NULL on rows written before revision 0004.
+    inference_precision: Mapped[str | None] = mapped_column(String(32))
     worker: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from db.models import ScanStatus
 from db.types import UTCDateTime
 
-# The view is created by migration 0001. It lives in its own MetaData so that
-# `create_all` and Alembic autogenerate never try to create it as a table.
+# The view is created by migration 0001 (the last column by 0004). It lives in its own
+# MetaData so that `create_all` and Alembic autogenerate never try to create it as a table.
 _view_metadata = MetaData()
 scan_results = Table(
     "scan_results",
@@ -40,6 +40,7 @@ scan_results = Table(
     Column("threshold", Float),
     Column("model_version", String(64)),
     Column("predicted_at", UTCDateTime()),
+    Column("inference_precision", String(32)),
 )
 
 
@@ -69,6 +70,7 @@ class ResultRow:
     threshold: float | None
     model_version: str | None
     predicted_at: datetime | None
+    inference_precision: str | None
 
     @classmethod
     def field_names(cls) -> list[str]:

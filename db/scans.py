@@ -134,6 +134,7 @@ class NewPrediction:
     threshold: float
     inference_ms: float
     batch_size: int
+    inference_precision: str
 
 
 def store_predictions(
@@ -165,6 +166,7 @@ def store_predictions(
             "threshold": p.threshold,
             "inference_ms": p.inference_ms,
             "batch_size": p.batch_size,
+            "inference_precision": p.inference_precision,
             "worker": worker,
             "created_at": now,
         }

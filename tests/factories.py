@@ -62,6 +62,7 @@ def add_prediction(
     model: ModelVersion,
     probability: float,
     created_at: datetime | None = None,
+    inference_precision: str = "float32",
 ) -> Prediction:
     """A prediction of `model` on `scan`, labelled at the model's threshold."""
     label = model.positive_class if probability >= model.threshold else "NORMAL"
@@ -74,6 +75,7 @@ def add_prediction(
         threshold=model.threshold,
         created_at=created_at or utcnow(),
         worker="test@host",
+        inference_precision=inference_precision,
     )
     session.add(prediction)
     session.flush()

@@ -106,8 +106,9 @@ def precision_advice(precision: Precision, *, has_gpu: bool, amx_bf16: bool) -> 
     if precision == "float32" and amx_bf16 and not has_gpu:
         return (
             "this CPU has AMX bfloat16 units: CXR_PRECISION=mixed_bfloat16 screens about 3x "
-            "faster here, with probabilities within a few hundredths of float32 (README, "
-            '"Precision"); float32 stays the default because the model was validated in it'
+            "faster here (measured on held-out images: probabilities within 0.002 of float32, "
+            'no label changed; README, "Precision"). float32 stays the default: it is what '
+            "the trainer validated the model in"
         )
     return None
 

@@ -43,6 +43,7 @@ class Verdict:
     label: str
     probability: float  # of the positive class
     probabilities: dict[str, float]
+    precision: str = "float32"  # what the forward pass computed in, recorded with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,11 @@ class LoadedModel:
     # images whose 16-bit answer is not finite are answered by this one instead.
     float32_model: Any = None
 
-    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255.
+    def predict(
+        self, batch: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """Class probabilities for a batch of (N, size, size, 3) RGB images, 0-255, and
+        which rows the float32 model answered instead of the 16-bit one.
 
         The backbone's preprocessing is inside the saved model, so the worker hands over
         plain pixels and cannot drift from what the trainer did. With `pad_batches`, the
@@ -81,6 +85,7 @@ class LoadedModel:
                 images = np.concatenate([images, blank])
         probabilities = np.asarray(self.keras_model.predict_on_batch(images), dtype=np.float32)
         broken = ~np.isfinite(probabilities[:count]).all(axis=1)
+        fell_back = np.zeros(count, dtype=np.bool_)
         if broken.any() and self.float32_model is not None:
             # 16-bit overflow (float16 tops out at 65504) or a compiler fault: the
             # float32 model answers for the whole (padded) batch, same shape as compiled.
@@ -95,7 +100,8 @@ class LoadedModel:
             fallback = np.asarray(self.float32_model.predict_on_batch(images), dtype=np.float32)
             rows = np.flatnonzero(broken)
             probabilities[rows] = fallback[rows]
-        return probabilities[:count]
+            fell_back[rows] = True
+        return probabilities[:count], fell_back
 
     @property
     def positive_index(self) -> int:
@@ -114,7 +120,7 @@ class LoadedModel:
         Raises:
             NonFiniteOutputError: some probabilities are NaN or infinite.
         """
-        probabilities = self.predict(batch)
+        probabilities, fell_back = self.predict(batch)
         broken = ~np.isfinite(probabilities).all(axis=1)
         if broken.any():
             raise NonFiniteOutputError(
@@ -126,11 +132,12 @@ class LoadedModel:
                 "`cxr-screen evaluate` and roll back with `cxr-screen models rollback`"
             )
         verdicts = []
-        for row in probabilities:
+        for row, in_float32 in zip(probabilities, fell_back, strict=True):
             positive = min(max(float(row[self.positive_index]), 0.0), 1.0)
             label = self.positive_class if positive >= self.threshold else self.negative_label
             by_class = {c: float(p) for c, p in zip(self.classes, row, strict=True)}
-            verdicts.append(Verdict(label, positive, by_class))
+            precision = "float32" if in_float32 else self.precision
+            verdicts.append(Verdict(label, positive, by_class, precision))
         return verdicts
 
 

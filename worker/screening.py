@@ -251,6 +251,7 @@ def _screen_claimed(
                 threshold=model.threshold,
                 inference_ms=per_scan_ms,
                 batch_size=len(good),
+                inference_precision=verdict.precision,
             )
         )
         updates[scan.id] = dict(ready.header)

@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     precision: Precision = Field(
         "float32",
         description="Inference precision: `float32`, or `mixed_float16` / `mixed_bfloat16` "
-        "(16-bit compute on GPU tensor cores; the output softmax stays float32).",
+        "(16-bit compute on GPU tensor cores, or bfloat16 on CPUs with AMX; the output "
+        "softmax stays float32; each prediction records the precision it was computed in).",
     )
     xla: Xla = Field(
         "auto",

@@ -66,6 +66,7 @@ def test_upgrade_then_results_as_csv_and_jsonl(database_url: str, tmp_path: Path
         "received_at",
         "finished_at",
         "predicted_at",
+        "inference_precision",
     ):
         assert field in record
     assert record["probability"] == 0.93

@@ -21,7 +21,12 @@ def _seed(factory: sessionmaker[Session]) -> dict[str, int]:
             session, scan=rescreened, model=old_model, probability=0.2, created_at=hours_ago(29)
         )
         add_prediction(
-            session, scan=rescreened, model=new_model, probability=0.8, created_at=hours_ago(1)
+            session,
+            scan=rescreened,
+            model=new_model,
+            probability=0.8,
+            created_at=hours_ago(1),
+            inference_precision="mixed_bfloat16",
         )
         normal = add_scan(session, status=ScanStatus.DONE, received_at=hours_ago(2))
         add_prediction(session, scan=normal, model=new_model, probability=0.1)
@@ -50,6 +55,8 @@ def test_one_row_per_scan_with_the_latest_prediction(
     assert set(rows) == set(ids.values())
     latest = rows[ids["rescreened"]]
     assert (latest.label, latest.model_version) == ("PNEUMONIA", "2026.11.28")
+    assert latest.inference_precision == "mixed_bfloat16"
+    assert rows[ids["normal"]].inference_precision == "float32"
     assert latest.probability is not None
     assert abs(latest.probability - 0.8) < 1e-9
     assert rows[ids["waiting"]].label is None

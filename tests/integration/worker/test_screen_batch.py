@@ -92,6 +92,8 @@ def test_a_batch_ends_with_every_scan_accounted_for(
     with session_factory() as session:
         scans = {Path(s.source_path).name: s for s in session.scalars(select(Scan))}
         assert session.scalar(select(func.count()).select_from(Prediction)) == 5
+        precisions = set(session.scalars(select(Prediction.inference_precision)))
+    assert precisions == {"float32"}
     hip = scans["cr_hip_jpeg_lossless.dcm"]
     assert (hip.status, hip.error_code) == (ScanStatus.REJECTED, "not_a_chest")
     assert (hip.modality, hip.body_part) == ("CR", "HIP"), "what was sent by mistake is recorded"
@@ -191,10 +193,12 @@ def test_a_mixed_precision_worker_records_the_same_labels(
             row.scan_id: row.probability
             for row in session.execute(select(Prediction.scan_id, Prediction.probability))
         }
+        precisions = set(session.scalars(select(Prediction.inference_precision)))
         paths = {
             row.id: row.source_path
             for row in session.execute(select(Scan.id, Scan.source_path).where(Scan.id.in_(ids)))
         }
+    assert precisions == {"mixed_bfloat16"}, "an audit can tell 16-bit answers apart"
     options = draft_for(context.decode_options, float32.input_size)
     for scan_id in ids:
         prepared = prepare_file(Path(paths[scan_id]), float32.input_size, options)

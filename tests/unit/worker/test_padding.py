@@ -69,9 +69,10 @@ def test_padding_changes_the_shapes_run_but_not_the_answers(tmp_path: Path) -> N
     padded = _loaded(recorder, pad=True)
     plain = _loaded(model, pad=False)
     for count in (1, 3, 5, 11):
-        got = padded.predict(images[:count])
+        got, fell_back = padded.predict(images[:count])
         assert got.shape == (count, 2)
-        np.testing.assert_allclose(got, plain.predict(images[:count]), atol=1e-5)
+        assert not fell_back.any()
+        np.testing.assert_allclose(got, plain.predict(images[:count])[0], atol=1e-5)
     assert recorder.shapes == [1, 4, 8, 16]
 
 
@@ -95,7 +96,7 @@ def test_an_xla_model_loaded_by_the_worker_pads(tmp_path: Path) -> None:
     assert compiled.pad_batches is True
     assert plain.pad_batches is False
     images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
-    np.testing.assert_allclose(compiled.predict(images), plain.predict(images), atol=1e-5)
+    np.testing.assert_allclose(compiled.predict(images)[0], plain.predict(images)[0], atol=1e-5)
 
 
 class _Broken:
@@ -129,3 +130,5 @@ def test_a_16_bit_nan_is_answered_by_the_float32_model(tmp_path: Path) -> None:
     expected = np.asarray(float32.predict_on_batch(images.astype(np.float32)))
     assert verdicts[1].probability == pytest.approx(float(expected[1, 1]), abs=1e-6)
     assert verdicts[0].probability == 0.5  # the 16-bit answers that were finite stay
+    # and each is recorded with the precision it was computed in
+    assert [v.precision for v in verdicts] == ["mixed_float16", "float32", "mixed_float16"]
