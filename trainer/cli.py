@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from db import model_registry
 from db.session import make_session_factory, session_scope
 from trainer.errors import TrainerError
+from worker.accelerator import PRECISIONS, Precision
 from worker.cli.common import CommandError, database_error, engine_for, settings_or_fail
 from worker.cli.output import OutputFormat, write_rows
 from worker.settings import Settings
@@ -181,9 +182,17 @@ def evaluate(
     report: Annotated[
         Path | None, typer.Option(help="Also write the ROC curve and confusion matrix to this PNG.")
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the model in this precision, as a worker with CXR_PRECISION does "
+            "(float32, mixed_bfloat16, mixed_float16); default CXR_PRECISION."
+        ),
+    ] = None,
 ) -> None:
     """Measure a model on labelled images (accuracy, AUC, sensitivity, specificity ...)."""
     settings = settings_or_fail()
+    served = _precision(precision, settings.precision)
     if not labelled_dir.is_dir():
         raise CommandError(f"{labelled_dir} is not a folder")
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
@@ -199,27 +208,45 @@ def evaluate(
             ref = find_ref(make_session_factory(engine), model)
             split = scan_split(labelled_dir, classes=ref.classes)
             evaluation, scored = evaluate_ref(
-                ref, split, cache_root=cache_root(settings), decode=decode_options(settings)
+                ref,
+                split,
+                cache_root=cache_root(settings),
+                decode=decode_options(settings),
+                precision=served,
             )
     finally:
         engine.dispose()
     figures = {
         "model_version": ref.version,
         "folder": str(labelled_dir),
+        "precision": served,
         "skipped_files": [{"path": str(p), "reason": r} for p, r in scored.failed],
         **evaluation.to_dict(),
     }
     if report is not None:
-        write_report(report, evaluation=evaluation, title=f"{ref.version} on {labelled_dir}")
+        write_report(
+            report, evaluation=evaluation, title=f"{ref.version} ({served}) on {labelled_dir}"
+        )
     if output_format is ReportFormat.JSON:
         sys.stdout.write(json.dumps(figures, indent=2) + "\n")
         return
     out = Console()
-    out.print(_figures_table(f"{ref.version} on {labelled_dir}", figures))
+    out.print(_figures_table(f"{ref.version} ({served}) on {labelled_dir}", figures))
     if scored.failed:
         out.print(f"{len(scored.failed)} files could not be decoded and were left out")
     if report is not None:
         out.print(f"report written to {report}")
+
+
+def _precision(option: str | None, default: Precision) -> Precision:
+    """`--precision` checked against what the worker accepts; CXR_PRECISION when unset."""
+    if option is None:
+        return default
+    if option not in PRECISIONS:
+        raise typer.BadParameter(
+            f"{option!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision"
+        )
+    return option
 
 
 MODEL_COLUMNS = (

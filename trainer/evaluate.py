@@ -56,15 +56,18 @@ def score_model(
     decode: DecodeOptions,
     batch_size: int = 32,
     progress: SplitProgress | None = None,
+    cached: bool = True,
 ) -> Scored:
     """The model's class probabilities for every decodable image of `split`.
 
     For models this trainer built, the base runs through the feature cache, keyed by
     the hash of the model's own base weights: re-evaluating the active model on the
-    folder a candidate was just evaluated on costs only its head.
+    folder a candidate was just evaluated on costs only its head. `cached=False` runs
+    every image through the whole model: for a 16-bit rebuild, whose weights hash like
+    the float32 model's but whose features differ.
     """
     size = int(model.input_shape[1])
-    parts = model_parts(model)
+    parts = model_parts(model) if cached else None
     if parts is None:
         return _score_images(model, split, size=size, decode=decode, batch_size=batch_size,
                              progress=progress)  # fmt: skip

@@ -17,6 +17,7 @@ from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
 from trainer.metrics import Evaluation
 from trainer.registry import GateDecision, GateRule, apply_gate, load_artifact
+from worker.accelerator import Precision, for_inference
 from worker.imaging import DecodeOptions
 
 logger = logging.getLogger(__name__)
@@ -57,12 +58,16 @@ def evaluate_ref(
     cache_root: Path,
     decode: DecodeOptions,
     batch_size: int = 32,
+    precision: Precision = "float32",
 ) -> tuple[Evaluation, Scored]:
-    """Load a registered model (checksum verified) and measure it on `split`."""
-    model = load_artifact(ref.artifact_path, checksum=ref.checksum)
+    """Load a registered model (checksum verified) and measure it on `split`, served in
+    `precision` as a worker with that CXR_PRECISION serves it."""
+    model = for_inference(
+        load_artifact(ref.artifact_path, checksum=ref.checksum), precision=precision
+    )
     scored = score_model(
         model, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-        batch_size=batch_size,
+        batch_size=batch_size, cached=precision == "float32",
     )  # fmt: skip
     evaluation = evaluate_scored(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold

@@ -76,8 +76,24 @@ def test_train_evaluate_list_and_errors(
     assert figures["auc"] == pytest.approx(outcome["evaluation"]["auc"])
     assert {"sensitivity", "specificity", "confusion_matrix", "per_class"} <= figures.keys()
     assert report.read_bytes()[:4] == b"\x89PNG"
+    assert figures["precision"] == "float32"
     table = _invoke(cli, "evaluate", str(tmp_path / "data/val"), "--model", version)
     assert "sensitivity" in table.stdout
+
+    # As a worker with CXR_PRECISION=mixed_bfloat16 would serve it: the whole model runs
+    # in 16 bits (not the float32 feature cache), and the figures barely move.
+    mixed = _invoke(
+        cli, "evaluate", str(tmp_path / "data/val"), "-f", "json", "--precision", "mixed_bfloat16"
+    )
+    assert mixed.exit_code == 0, mixed.output
+    mixed_figures = json.loads(mixed.stdout)
+    assert mixed_figures["precision"] == "mixed_bfloat16"
+    assert mixed_figures["n"] == 12
+    assert mixed_figures["auc"] == pytest.approx(figures["auc"], abs=0.05)
+    wrong = _invoke(cli, "evaluate", str(tmp_path / "data/val"), "--precision", "fp8")
+    assert wrong.exit_code == 2
+    said = " ".join(wrong.output.replace("│", " ").split())  # rich wraps the message
+    assert "'fp8' is not one of float32, mixed_float16, mixed_bfloat16" in said
 
     for args, message in [
         (("evaluate", str(tmp_path / "nope")), "is not a folder"),
