@@ -213,13 +213,15 @@ def evaluate(
                 cache_root=cache_root(settings),
                 decode=decode_options(settings),
                 precision=served,
+                xla=settings.xla,
             )
     finally:
         engine.dispose()
     figures = {
         "model_version": ref.version,
         "folder": str(labelled_dir),
-        "precision": served,
+        "inference_precision": served,
+        "fell_back_to_float32": scored.fell_back,
         "skipped_files": [{"path": str(p), "reason": r} for p, r in scored.failed],
         **evaluation.to_dict(),
     }
@@ -234,6 +236,12 @@ def evaluate(
     out.print(_figures_table(f"{ref.version} ({served}) on {labelled_dir}", figures))
     if scored.failed:
         out.print(f"{len(scored.failed)} files could not be decoded and were left out")
+    if scored.fell_back:
+        out.print(
+            f"{scored.fell_back} images gave non-finite probabilities in {served} and were "
+            "scored in float32 instead, as a worker would: this setting does not suit this "
+            "model or device"
+        )
     if report is not None:
         out.print(f"report written to {report}")
 
@@ -242,11 +250,12 @@ def _precision(option: str | None, default: Precision) -> Precision:
     """`--precision` checked against what the worker accepts; CXR_PRECISION when unset."""
     if option is None:
         return default
-    if option not in PRECISIONS:
+    by_name: dict[str, Precision] = {name: name for name in PRECISIONS}
+    if option not in by_name:
         raise typer.BadParameter(
             f"{option!r} is not one of {', '.join(PRECISIONS)}", param_hint="--precision"
         )
-    return option
+    return by_name[option]
 
 
 MODEL_COLUMNS = (

@@ -33,6 +33,9 @@ class Scored:
     split: LabelledSplit
     probabilities: FloatArray
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    # Images whose 16-bit answer was not finite and that the float32 model answered, as
+    # the worker does (see `worker.inference.LoadedModel.predict`).
+    fell_back: int = 0
 
 
 def model_parts(model: keras.Model) -> tuple[keras.Layer, keras.Model, keras.Model] | None:

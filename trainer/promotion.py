@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
 from trainer.metrics import Evaluation
 from trainer.registry import GateDecision, GateRule, apply_gate, load_artifact
-from worker.accelerator import Precision, for_inference
+from worker.accelerator import Precision, Xla, for_inference
 from worker.imaging import DecodeOptions
 
 logger = logging.getLogger(__name__)
@@ -59,16 +60,35 @@ def evaluate_ref(
     decode: DecodeOptions,
     batch_size: int = 32,
     precision: Precision = "float32",
+    xla: Xla = "auto",
 ) -> tuple[Evaluation, Scored]:
-    """Load a registered model (checksum verified) and measure it on `split`, served in
-    `precision` as a worker with that CXR_PRECISION serves it."""
-    model = for_inference(
-        load_artifact(ref.artifact_path, checksum=ref.checksum), precision=precision
-    )
+    """Load a registered model (checksum verified) and measure it on `split`, served as a
+    worker with that CXR_PRECISION and CXR_XLA serves it: the whole model in 16 bits
+    (the feature cache holds float32 features), and any image whose 16-bit answer is not
+    finite answered by the float32 model instead (counted in `Scored.fell_back`)."""
+    loaded = load_artifact(ref.artifact_path, checksum=ref.checksum)
+    model = for_inference(loaded, precision=precision, xla=xla)
     scored = score_model(
         model, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-        batch_size=batch_size, cached=precision == "float32",
+        batch_size=batch_size, cached=model is loaded,
     )  # fmt: skip
+    broken = np.asarray(~np.isfinite(scored.probabilities).all(axis=1), dtype=np.bool_)
+    if model is not loaded and broken.any():
+        again = dataclasses.replace(
+            scored.split,
+            images=tuple(
+                image for image, bad in zip(scored.split.images, broken, strict=True) if bad
+            ),
+        )
+        fallback = score_model(
+            loaded, again, backbone=ref.backbone, cache_root=cache_root, decode=decode,
+            batch_size=batch_size,
+        )  # fmt: skip
+        probabilities = scored.probabilities.copy()
+        probabilities[broken] = fallback.probabilities
+        scored = dataclasses.replace(
+            scored, probabilities=probabilities, fell_back=int(broken.sum())
+        )
     evaluation = evaluate_scored(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
     )

@@ -101,9 +101,15 @@ def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
-def precision_advice(precision: Precision, *, has_gpu: bool, amx_bf16: bool) -> str | None:
-    """A hint for the start-up log when this worker leaves a faster precision unused."""
-    if precision == "float32" and amx_bf16 and not has_gpu:
+def precision_advice(
+    precision: Precision, *, has_gpu: bool, amx_bf16: bool, backend: str
+) -> str | None:
+    """A hint for the start-up log when this worker leaves a faster precision unused.
+
+    Only on TensorFlow: its oneDNN kernels are what was measured using AMX; Keras on JAX
+    gave NaN for bfloat16 on a CPU (bench/results/worker.md).
+    """
+    if precision == "float32" and amx_bf16 and not has_gpu and backend == "tensorflow":
         return (
             "this CPU has AMX bfloat16 units: CXR_PRECISION=mixed_bfloat16 screens about 3x "
             "faster here (measured on held-out images: probabilities within 0.002 of float32, "

@@ -76,8 +76,13 @@ def worker(
         settings.xla,
     )
     if SCREENING_QUEUE in wanted:
+        import keras
+
         advice = precision_advice(
-            settings.precision, has_gpu=gpu_count() > 0, amx_bf16=cpu_has_amx_bf16()
+            settings.precision,
+            has_gpu=gpu_count() > 0,
+            amx_bf16=cpu_has_amx_bf16(),
+            backend=keras.backend.backend(),
         )
         if advice:
             log.info("%s", advice)

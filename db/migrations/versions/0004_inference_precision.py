@@ -72,8 +72,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # A view cannot lose a column in place on either database; and SQLite copies the
-    # table to drop a column, which it refuses while a view names the table.
+    # A view cannot lose a column in place on either database (so a site's grants on it
+    # must be given again after a downgrade); and SQLite copies the table to drop a
+    # column, which it refuses while a view names the table.
     op.execute("DROP VIEW IF EXISTS scan_results")
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.drop_column("inference_precision")

@@ -76,7 +76,8 @@ def test_train_evaluate_list_and_errors(
     assert figures["auc"] == pytest.approx(outcome["evaluation"]["auc"])
     assert {"sensitivity", "specificity", "confusion_matrix", "per_class"} <= figures.keys()
     assert report.read_bytes()[:4] == b"\x89PNG"
-    assert figures["precision"] == "float32"
+    assert figures["inference_precision"] == "float32"
+    assert figures["fell_back_to_float32"] == 0
     table = _invoke(cli, "evaluate", str(tmp_path / "data/val"), "--model", version)
     assert "sensitivity" in table.stdout
 
@@ -87,7 +88,7 @@ def test_train_evaluate_list_and_errors(
     )
     assert mixed.exit_code == 0, mixed.output
     mixed_figures = json.loads(mixed.stdout)
-    assert mixed_figures["precision"] == "mixed_bfloat16"
+    assert mixed_figures["inference_precision"] == "mixed_bfloat16"
     assert mixed_figures["n"] == 12
     assert mixed_figures["auc"] == pytest.approx(figures["auc"], abs=0.05)
     wrong = _invoke(cli, "evaluate", str(tmp_path / "data/val"), "--precision", "fp8")
