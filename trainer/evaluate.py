@@ -17,6 +17,7 @@ from trainer.features import extract_missing, load_features
 from trainer.metrics import Evaluation, evaluate_probabilities
 from trainer.model import BASE_LAYER_NAME, HEAD_NAME, INPUT_NAME, PREPROCESS_NAME
 from trainer.train import feature_cache
+from worker.accelerator import answer_non_finite
 from worker.errors import ScreeningError
 from worker.imaging import DecodeOptions
 
@@ -59,21 +60,24 @@ def score_model(
     decode: DecodeOptions,
     batch_size: int = 32,
     progress: SplitProgress | None = None,
-    cached: bool = True,
+    float32_model: keras.Model | None = None,
 ) -> Scored:
     """The model's class probabilities for every decodable image of `split`.
 
     For models this trainer built, the base runs through the feature cache, keyed by
     the hash of the model's own base weights: re-evaluating the active model on the
-    folder a candidate was just evaluated on costs only its head. `cached=False` runs
-    every image through the whole model: for a 16-bit rebuild, whose weights hash like
-    the float32 model's but whose features differ.
+    folder a candidate was just evaluated on costs only its head.
+
+    `float32_model` marks `model` as a 16-bit rebuild of it: every image then goes through
+    the whole `model` (its weights hash like the float32 model's but its features differ
+    from the cached ones), and the float32 model answers where it is not finite, as in
+    the worker.
     """
     size = int(model.input_shape[1])
-    parts = model_parts(model) if cached else None
+    parts = model_parts(model) if float32_model is None else None
     if parts is None:
         return _score_images(model, split, size=size, decode=decode, batch_size=batch_size,
-                             progress=progress)  # fmt: skip
+                             progress=progress, float32_model=float32_model)  # fmt: skip
     preprocess, base, head = parts
     image = keras.Input((size, size, 3), name=INPUT_NAME)
     extractor = keras.Model(image, base(preprocess(image), training=False))
@@ -110,9 +114,11 @@ def _score_images(
     decode: DecodeOptions,
     batch_size: int,
     progress: SplitProgress | None,
+    float32_model: keras.Model | None,
 ) -> Scored:
     failed: list[tuple[Path, str]] = []
     rows: list[FloatArray] = []
+    fell_back = 0
     total = len(split.images)
     for start in range(0, total, batch_size):
         pixels = []
@@ -124,13 +130,16 @@ def _score_images(
                 failed.append((item.path, str(exc)))
         if pixels:
             batch = np.stack(pixels).astype(np.float32)
-            rows.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+            out = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+            if float32_model is not None:
+                fell_back += int(answer_non_finite(out, batch, float32_model).sum())
+            rows.append(out)
         if progress is not None:
             progress(min(start + batch_size, total), total)
     kept = split.without(path for path, _ in failed)
     n_out = int(model.output_shape[-1])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_out), dtype=np.float32)
-    return Scored(kept, probabilities, failed)
+    return Scored(kept, probabilities, failed, fell_back)
 
 
 def evaluate_scored(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,25 +69,8 @@ def evaluate_ref(
     model = for_inference(loaded, precision=precision, xla=xla)
     scored = score_model(
         model, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-        batch_size=batch_size, cached=model is loaded,
+        batch_size=batch_size, float32_model=None if model is loaded else loaded,
     )  # fmt: skip
-    broken = np.asarray(~np.isfinite(scored.probabilities).all(axis=1), dtype=np.bool_)
-    if model is not loaded and broken.any():
-        again = dataclasses.replace(
-            scored.split,
-            images=tuple(
-                image for image, bad in zip(scored.split.images, broken, strict=True) if bad
-            ),
-        )
-        fallback = score_model(
-            loaded, again, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-            batch_size=batch_size,
-        )  # fmt: skip
-        probabilities = scored.probabilities.copy()
-        probabilities[broken] = fallback.probabilities
-        scored = dataclasses.replace(
-            scored, probabilities=probabilities, fell_back=int(broken.sum())
-        )
     evaluation = evaluate_scored(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
     )

@@ -14,6 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
+import numpy.typing as npt
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
@@ -43,6 +46,28 @@ def for_inference(keras_model: Any, *, precision: Precision = "float32", xla: Xl
     if xla != "auto":
         served.jit_compile = xla == "on"
     return served
+
+
+def answer_non_finite(
+    probabilities: npt.NDArray[np.float32],
+    images: npt.NDArray[np.float32],
+    float32_model: Any,
+    *,
+    rows: int | None = None,
+) -> npt.NDArray[np.bool_]:
+    """Give the first `rows` rows of a 16-bit model's `probabilities` (all by default)
+    that are not finite the float32 model's answer instead, in place; which rows those were.
+
+    16-bit compute can overflow (float16 tops out at 65504) or meet a compiler fault.
+    The float32 model runs the whole batch, `images` as given, so a compiled model sees
+    the shape it was compiled for.
+    """
+    count = len(probabilities) if rows is None else rows
+    broken = np.asarray(~np.isfinite(probabilities[:count]).all(axis=1), dtype=np.bool_)
+    if broken.any():
+        fallback = np.asarray(float32_model.predict_on_batch(images), dtype=np.float32)
+        probabilities[:count][broken] = fallback[:count][broken]
+    return broken
 
 
 def _with_policy(keras_model: Any, policy: Precision) -> Any:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ModelStatus, ModelVersion
-from worker.accelerator import Precision, Xla, for_inference
+from worker.accelerator import Precision, Xla, answer_non_finite, for_inference
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +84,19 @@ class LoadedModel:
                 blank = np.zeros((padded - count, *images.shape[1:]), dtype=np.float32)
                 images = np.concatenate([images, blank])
         probabilities = np.asarray(self.keras_model.predict_on_batch(images), dtype=np.float32)
-        broken = ~np.isfinite(probabilities[:count]).all(axis=1)
         fell_back = np.zeros(count, dtype=np.bool_)
-        if broken.any() and self.float32_model is not None:
-            # 16-bit overflow (float16 tops out at 65504) or a compiler fault: the
-            # float32 model answers for the whole (padded) batch, same shape as compiled.
-            log.warning(
-                "model %s in %s gave non-finite probabilities for %d of %d images; "
-                "screened them in float32 instead (set CXR_PRECISION=float32 if this recurs)",
-                self.version,
-                self.precision,
-                int(broken.sum()),
-                count,
-            )
-            fallback = np.asarray(self.float32_model.predict_on_batch(images), dtype=np.float32)
-            rows = np.flatnonzero(broken)
-            probabilities[rows] = fallback[rows]
-            fell_back[rows] = True
+        if self.float32_model is not None:
+            fell_back = answer_non_finite(probabilities, images, self.float32_model, rows=count)
+            if fell_back.any():
+                log.warning(
+                    "model %s in %s gave non-finite probabilities for %d of %d images; "
+                    "screened them in float32 instead (set CXR_PRECISION=float32 if this "
+                    "recurs)",
+                    self.version,
+                    self.precision,
+                    int(fell_back.sum()),
+                    count,
+                )
         return probabilities[:count], fell_back
 
     @property
