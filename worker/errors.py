@@ -93,6 +93,42 @@ class TooLarge(ScreeningError):  # noqa: N818 (the interface names outcomes)
     code = "too_large"
 
 
+class NoUsableContent(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """Pixels that carry no image: non-finite rescale values, or one flat value throughout.
+
+    A verdict on such an input would be the model's answer to nothing.
+    """
+
+    status = ScanStatus.FAILED
+    code = "no_usable_content"
+
+
+class ContentChanged(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """The file no longer holds the bytes recorded at intake (overwritten or swapped).
+
+    No prediction is made: the verdict would belong to other bytes than the scan's
+    SHA-256. New content in the inbox is taken by the watcher as a new scan.
+    """
+
+    status = ScanStatus.FAILED
+    code = "content_changed"
+
+
+class OutsideFolders(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """The scan's path leaves the folder it must be in (a symlink swapped in after intake)."""
+
+    status = ScanStatus.FAILED
+    code = "outside_folders"
+
+
+class FilingFailed(ScreeningError):  # noqa: N818 (the interface names outcomes)
+    """The file could not be moved to the archive or quarantine (its name, a folder in
+    the way); it stays where it is and the rest of its batch carries on."""
+
+    status = ScanStatus.FAILED
+    code = "filing_failed"
+
+
 class TransientError(FileError):
     """An I/O failure worth retrying (network share hiccup, file locked, disk error).
 

@@ -6,11 +6,13 @@ import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from db.session import make_engine, make_session_factory
+from worker.filing import Filing
 from worker.imaging.options import decode_options
 from worker.inference import ModelCache
-from worker.screening import Filing, ScreeningContext
+from worker.screening import ScreeningContext
 from worker.settings import Settings, load_settings
 
 _lock = threading.Lock()
@@ -34,7 +36,20 @@ def build_context(settings: Settings, *, file_results: bool = True) -> Screening
         decode_options=decode_options(settings),
         executor=ThreadPoolExecutor(settings.decode_pool_size, thread_name_prefix="decode"),
         worker_name=worker_name(),
-        filing=Filing(settings.archive, settings.quarantine) if file_results else None,
+        filing=filing_from(settings) if file_results else None,
+    )
+
+
+def filing_from(settings: Settings) -> Filing:
+    """The service's folders as absolute paths, symlinks kept as configured.
+
+    Not resolved: scan rows record paths as the watcher saw them under the configured
+    inbox, and the worker compares them with these roots as written.
+    """
+    return Filing(
+        inbox=Path(os.path.abspath(settings.inbox)),  # noqa: PTH100
+        archive=Path(os.path.abspath(settings.archive)),  # noqa: PTH100
+        quarantine=Path(os.path.abspath(settings.quarantine)),  # noqa: PTH100
     )
 
 

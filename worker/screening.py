@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ScanStatus
@@ -23,26 +26,42 @@ from db.scans import (
     store_predictions,
 )
 from db.session import session_scope
-from worker.errors import ScreeningError, TransientError, UnreadableScan, brief
-from worker.filing import archive_path, move_file, quarantine_path, write_reason
+from worker.confined import (
+    ContentMismatch,
+    FileIdentity,
+    HeldFile,
+    LeavesFolder,
+    NotRegularFile,
+    Placement,
+    file_away,
+    read_held,
+)
+from worker.errors import (
+    ContentChanged,
+    FilingFailed,
+    OutsideFolders,
+    ScreeningError,
+    TooLarge,
+    TransientError,
+    UnreadableScan,
+    brief,
+)
+from worker.filing import Filing, archive_path, quarantine_path, write_reason
 from worker.imaging import (
     DecodeOptions,
     ScanMetadata,
-    decode_path,
-    read_metadata,
+    decode_bytes,
+    read_metadata_bytes,
     to_model_input,
 )
 from worker.inference import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Filing:
-    """Where screened files go; `None` leaves them where they are (one-shot screening)."""
-
-    archive: Path
-    quarantine: Path
+# Outages of the database or storage leave the batch claimed by this worker for its
+# retry: nothing is the scans' fault, and re-claiming them counts no attempt. A model
+# outage (NaN answers, a broken artifact) hands the batch back, for another worker.
+RETRIED_IN_PLACE = (OperationalError, InterfaceError, TransientError)
 
 
 @dataclass(slots=True)
@@ -71,16 +90,28 @@ class _Claimed:
     def suffix(self) -> str:
         return Path(self.source_path).suffix
 
-    def current_file(self, filing: Filing | None) -> Path:
-        """Where the file is now: where the row says, or already in the archive."""
-        path = Path(self.stored_path or self.source_path)
-        if not path.exists() and filing is not None:
-            archived = archive_path(
-                filing.archive, sha256=self.sha256, received_at=self.received_at, suffix=self.suffix
-            )
-            if archived.exists():  # moved by an attempt that died before its commit
-                return archived
-        return path
+    @property
+    def name(self) -> str:
+        return Path(self.source_path).name
+
+    def candidates(self, filing: Filing | None) -> list[Path]:
+        """Where the file may be, likeliest first: where the row says, where it arrived,
+        and where an attempt that died before its commit put it (archive, quarantine)."""
+        paths = [Path(self.stored_path or self.source_path), Path(self.source_path)]
+        if filing is not None:
+            paths.append(self.archive_target(filing))
+            paths.append(self.quarantine_target(filing))
+        return list(dict.fromkeys(paths))
+
+    def archive_target(self, filing: Filing) -> Path:
+        return archive_path(
+            filing.archive, sha256=self.sha256, received_at=self.received_at, suffix=self.suffix
+        )
+
+    def quarantine_target(self, filing: Filing) -> Path:
+        return quarantine_path(
+            filing.quarantine, sha256=self.sha256, received_at=self.received_at, name=self.name
+        )
 
 
 @dataclass(slots=True)
@@ -112,10 +143,33 @@ class BatchReport:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A file decoded into model input, with the header columns for its scan row."""
+    """A file decoded into model input, with the header columns for its scan row.
+
+    `sha256` is the hash of the very bytes that were decoded.
+    """
 
     image: npt.NDArray[np.uint8]
     header: dict[str, Any]
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """A scan's file as it was read: where it lies, and its bytes (None: over the cap)."""
+
+    path: Path
+    placement: Placement | None  # None: not the service's to move (one-shot screening)
+    identity: FileIdentity
+    held: HeldFile | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What preparing one claimed scan gave: model input, or the reason there is none."""
+
+    scan: _Claimed
+    located: _Located | None
+    result: Prepared | ScreeningError
 
 
 def _header_columns(metadata: ScanMetadata) -> dict[str, Any]:
@@ -145,20 +199,33 @@ def draft_for(options: DecodeOptions, input_size: int) -> DecodeOptions:
 
 
 def prepare_file(path: Path, size: int, options: DecodeOptions) -> Prepared | ScreeningError:
-    """Decode `path` into a (size, size, 3) model input, or the reason it cannot be.
+    """Read `path` once and decode those bytes into a (size, size, 3) model input.
 
-    Bad files come back as the error (not raised) so one file never sinks its batch;
-    only transient I/O errors are raised.
+    For files given by a person (`cxr-screen screen`, benches): the path is theirs, so
+    only its last component must not be a symlink. Bad files come back as the error
+    (not raised) so one file never sinks its batch; transient I/O errors are raised.
     """
-    if not path.exists():
-        return UnreadableScan(
-            path,
-            "the file is gone from where it was recorded",
-            "it was moved or deleted outside cxr-screen; drop it in the inbox again",
-        )
     try:
-        radiograph = decode_path(path, options)
-        return Prepared(to_model_input(radiograph, size), _header_columns(radiograph.metadata))
+        held = read_held(path.parent, path, max_bytes=options.max_file_bytes)
+    except FileNotFoundError:
+        return _gone(path)
+    except (LeavesFolder, NotRegularFile) as exc:
+        return UnreadableScan(path, f"is not a regular file ({exc.strerror})", "give a file")
+    except OSError as exc:
+        raise _transient(path, exc) from exc
+    if isinstance(held, FileIdentity):
+        return _over_cap(path, held.size, options)
+    return prepare_bytes(held, size, options)
+
+
+def prepare_bytes(held: HeldFile, size: int, options: DecodeOptions) -> Prepared | ScreeningError:
+    """Decode bytes already read (and hashed) into model input, or the reason it fails."""
+    path = held.path
+    try:
+        radiograph = decode_bytes(held.data, path, options)
+        return Prepared(
+            to_model_input(radiograph, size), _header_columns(radiograph.metadata), held.sha256
+        )
     except ScreeningError as exc:
         return exc
     except TransientError:
@@ -169,6 +236,30 @@ def prepare_file(path: Path, size: int, options: DecodeOptions) -> Prepared | Sc
         return UnreadableScan(
             path, f"the decoder failed: {brief(exc)}", "inspect the file with `cxr-screen inspect`"
         )
+
+
+def _gone(path: Path) -> UnreadableScan:
+    return UnreadableScan(
+        path,
+        "the file is gone from where it was recorded",
+        "it was moved or deleted outside cxr-screen; drop it in the inbox again",
+    )
+
+
+def _over_cap(path: Path, size: int, options: DecodeOptions) -> TooLarge:
+    return TooLarge(
+        path,
+        f"is {size / 1024**2:.1f} MB, over the cap of {options.max_file_bytes / 1024**2:g} MB",
+        "raise CXR_MAX_FILE_MB if such files are legitimate",
+    )
+
+
+def _transient(path: Path, exc: OSError) -> TransientError:
+    return TransientError(
+        path,
+        f"could not be read ({exc.strerror or exc})",
+        "the worker retries; if this persists check the share, disk and permissions",
+    )
 
 
 def screen_batch(ctx: ScreeningContext, scan_ids: list[int]) -> BatchReport:
@@ -197,10 +288,14 @@ def screen_batch(ctx: ScreeningContext, scan_ids: list[int]) -> BatchReport:
         return report
     try:
         _screen_claimed(ctx, model, claimed, report)
+    except RETRIED_IN_PLACE:
+        # An outage (database, storage, model store): the scans stay claimed by this
+        # worker, whose retry takes them again without counting an attempt.
+        raise
     except BaseException:
-        # Anything unexpected (including a shutdown) hands the batch back at once
-        # instead of waiting for the claim timeout. Best effort: the database may be
-        # the thing that failed, and then the claim timeout is the safety net.
+        # Anything else (including a shutdown) hands the batch back at once instead of
+        # waiting for the claim timeout. Best effort: the database may be the thing that
+        # failed, and then the claim timeout is the safety net.
         try:
             with session_scope(ctx.session_factory) as session:
                 release_scans(session, scan_ids=[s.id for s in claimed], worker=ctx.worker_name)
@@ -215,33 +310,42 @@ def _screen_claimed(
 ) -> None:
     started = time.perf_counter()
     options = draft_for(ctx.decode_options, model.input_size)
-    prepared = list(
-        ctx.executor.map(
-            lambda s: prepare_file(s.current_file(ctx.filing), model.input_size, options), claimed
-        )
+    outcomes = list(
+        ctx.executor.map(lambda s: _prepare_scan(ctx, s, model.input_size, options), claimed)
     )
     report.decode_seconds = time.perf_counter() - started
 
-    good: list[tuple[_Claimed, Prepared]] = []
-    for scan, outcome in zip(claimed, prepared, strict=True):
-        if isinstance(outcome, ScreeningError):
-            _set_aside(ctx, scan, outcome)
-            (report.rejected if outcome.status is ScanStatus.REJECTED else report.failed).append(
-                scan.id
-            )
+    good: list[_Outcome] = []
+    for outcome in outcomes:
+        if isinstance(outcome.result, ScreeningError):
+            _set_aside(ctx, outcome, outcome.result, report)
         else:
-            good.append((scan, outcome))
+            good.append(outcome)
     if not good:
         return
 
     started = time.perf_counter()
-    verdicts = model.classify(np.stack([p.image for _, p in good]))
+    verdicts = model.classify(np.stack([_image(o) for o in good]))
     report.predict_seconds = time.perf_counter() - started
     per_scan_ms = report.predict_seconds * 1000 / len(good)
 
     predictions: list[NewPrediction] = []
     updates: dict[int, dict[str, Any]] = {}
-    for (scan, ready), verdict in zip(good, verdicts, strict=True):
+    for outcome, verdict in zip(good, verdicts, strict=True):
+        scan = outcome.scan
+        assert isinstance(outcome.result, Prepared)
+        header = dict(outcome.result.header)
+        if ctx.filing is not None and outcome.located is not None:
+            filed = _file_away(
+                outcome.located,
+                Placement(ctx.filing.archive, scan.archive_target(ctx.filing)),
+                scan,
+            )
+            if isinstance(filed, ScreeningError):
+                _set_aside(ctx, dataclasses.replace(outcome, located=None), filed, report)
+                continue
+            header["stored_path"] = str(filed)
+        updates[scan.id] = header
         predictions.append(
             NewPrediction(
                 scan_id=scan.id,
@@ -254,16 +358,8 @@ def _screen_claimed(
                 inference_precision=verdict.precision,
             )
         )
-        updates[scan.id] = dict(ready.header)
-        if ctx.filing is not None:
-            source = scan.current_file(ctx.filing)
-            target = archive_path(
-                ctx.filing.archive,
-                sha256=scan.sha256,
-                received_at=scan.received_at,
-                suffix=scan.suffix,
-            )
-            updates[scan.id]["stored_path"] = str(_move(source, target))
+    if not predictions:
+        return
     with session_scope(ctx.session_factory) as session:
         store_predictions(
             session,
@@ -275,52 +371,191 @@ def _screen_claimed(
     report.done = [p.scan_id for p in predictions]
 
 
-def _move(source: Path, target: Path) -> Path:
+def _image(outcome: _Outcome) -> npt.NDArray[np.uint8]:
+    assert isinstance(outcome.result, Prepared)
+    return outcome.result.image
+
+
+def _prepare_scan(
+    ctx: ScreeningContext, scan: _Claimed, size: int, options: DecodeOptions
+) -> _Outcome:
+    """Read the scan's file once, check its bytes are the scan's, and decode them."""
     try:
-        return move_file(source, target)
+        located = _locate(ctx.filing, scan, options.max_file_bytes)
+    except ScreeningError as exc:
+        return _Outcome(scan, None, exc)
+    if located.held is None:
+        return _Outcome(scan, located, _over_cap(located.path, located.identity.size, options))
+    if located.held.sha256 != scan.sha256:
+        # Overwritten or swapped after intake: a verdict on these bytes would be
+        # recorded against a hash they do not have. Nothing is moved: new content in
+        # the inbox is the watcher's to take as a new scan.
+        return _Outcome(
+            scan,
+            None,
+            ContentChanged(
+                located.path,
+                f"holds other bytes than the ones recorded at intake (sha256 "
+                f"{scan.sha256[:12]}..., now {located.held.sha256[:12]}...): it was "
+                "overwritten or replaced after it arrived, so no result was made for it",
+                "senders must never rewrite a file in the inbox; new content there is "
+                "taken as a new scan",
+            ),
+        )
+    return _Outcome(scan, located, prepare_bytes(located.held, size, options))
+
+
+def _locate(filing: Filing | None, scan: _Claimed, max_bytes: int) -> _Located:
+    """Find and read the scan's file wherever an earlier attempt may have left it.
+
+    Only inside the service's folders, through no symlink (`worker.confined`).
+
+    Raises:
+        ScreeningError: gone, outside the folders, or not a regular file.
+        TransientError: an I/O error worth retrying.
+    """
+    first = Path(scan.stored_path or scan.source_path)
+    for path in scan.candidates(filing):
+        placement = Placement(path.parent, path) if filing is None else filing.placement(path)
+        if placement is None:
+            _raise_outside(path)
+        try:
+            held = read_held(placement.root, path, max_bytes=max_bytes)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (LeavesFolder, NotRegularFile) as exc:
+            raise OutsideFolders(
+                path,
+                f"cannot be read safely: {exc.strerror} (a folder or the file was replaced "
+                "by a symlink or other non-file after intake), so nothing was read or moved",
+                "put the real file back in the inbox; symlinks are never followed",
+            ) from None
+        except ContentMismatch as exc:
+            raise _transient(path, exc) from exc
+        except OSError as exc:
+            raise _transient(path, exc) from exc
+        if isinstance(held, FileIdentity):
+            return _Located(path, placement if filing else None, held, None)
+        return _Located(path, placement if filing else None, held.identity, held)
+    raise _gone(first)
+
+
+def _raise_outside(path: Path) -> NoReturn:
+    raise OutsideFolders(
+        path,
+        "is recorded at a path outside the inbox, archive and quarantine (the folders "
+        "were reconfigured?), so the worker does not touch it",
+        "point CXR_INBOX/CXR_ARCHIVE/CXR_QUARANTINE at the folders the scan was received in",
+    )
+
+
+# What an outage of storage looks like (full, read-only, gone away): every file of the
+# batch would meet it, so the batch is retried. Any other OSError while filing one file
+# (a name the file system refuses, a folder in the way) is that file's problem alone.
+STORAGE_OUTAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EAGAIN,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTCONN,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ENOMEM,
+    }
+)
+
+
+def _file_away(located: _Located, target: Placement, scan: _Claimed) -> Path | ScreeningError:
+    """Move the scan's file to `target` (see `worker.confined.file_away`).
+
+    Returns:
+        Where it is kept now, or the per-file reason it could not be filed.
+
+    Raises:
+        TransientError: storage is out (full, read-only, unreachable): retry the batch.
+    """
+    assert located.placement is not None
+    try:
+        return file_away(
+            located.placement,
+            target,
+            sha256=scan.sha256,
+            identity=located.identity,
+            data=located.held.data if located.held is not None else None,
+        )
+    except (LeavesFolder, NotRegularFile) as exc:
+        return OutsideFolders(
+            located.path,
+            f"could not be filed safely: {exc.strerror}; nothing was moved",
+            "check that no folder inside the inbox, archive or quarantine is a symlink",
+        )
+    except ContentMismatch:
+        return ContentChanged(
+            located.path,
+            "was rewritten while it was being filed, so it was left where it is",
+            "senders must never rewrite a file in the inbox; new content there is taken "
+            "as a new scan",
+        )
     except OSError as exc:
-        raise TransientError(
-            source,
-            f"could not move the file to {target}: {brief(exc)}",
-            "check the archive/quarantine folders' space and permissions",
-        ) from exc
+        if exc.errno in STORAGE_OUTAGE_ERRNOS:
+            raise TransientError(
+                located.path,
+                f"could not be moved to {target.path}: {exc.strerror or exc}",
+                "check the archive/quarantine folders' space, mounts and permissions",
+            ) from exc
+        return FilingFailed(
+            located.path,
+            f"could not be moved to {target.path} ({exc.strerror or exc}), so it was "
+            "left where it is",
+            "rename the file (shorter, plain name) and drop it in the inbox again",
+        )
 
 
 def _rejected_header(
-    path: Path, error: ScreeningError, options: DecodeOptions
+    located: _Located | None, error: ScreeningError, options: DecodeOptions
 ) -> dict[str, Any] | None:
-    """Header columns of a valid-but-out-of-scope file (a CT, a hip), read before it moves."""
-    if error.status is not ScanStatus.REJECTED or error.code == "too_large":
+    """Header columns of a valid-but-out-of-scope file (a CT, a hip), from the read bytes."""
+    if error.status is not ScanStatus.REJECTED or located is None or located.held is None:
         return None
     try:
-        return _header_columns(read_metadata(path, options))
+        return _header_columns(read_metadata_bytes(located.held.data, located.path, options))
     except (ScreeningError, TransientError) as exc:
-        log.debug("no header for %s: %s", path.name, exc)
+        log.debug("no header for %s: %s", located.path.name, exc)
         return None
 
 
-def _set_aside(ctx: ScreeningContext, scan: _Claimed, error: ScreeningError) -> None:
-    """Quarantine the file with its reason and record the verdict."""
+def _set_aside(
+    ctx: ScreeningContext, outcome: _Outcome, error: ScreeningError, report: BatchReport
+) -> None:
+    """Quarantine the file with its reason (when it is ours to move) and record the verdict."""
+    scan, located = outcome.scan, outcome.located
     log.warning("scan %d %s: %s", scan.id, error.status.value, error.message)
-    source = scan.current_file(ctx.filing)
-    header = _rejected_header(source, error, ctx.decode_options)
+    header = _rejected_header(located, error, ctx.decode_options)
     stored: str | None = None
-    if ctx.filing is not None and source.exists():
-        target = quarantine_path(
-            ctx.filing.quarantine,
-            sha256=scan.sha256,
-            received_at=scan.received_at,
-            name=Path(scan.source_path).name,
-        )
-        moved = _move(source, target)
-        write_reason(
-            moved,
-            status=error.status.value,
-            code=error.code,
-            message=error.message,
-            source_path=scan.source_path,
-        )
-        stored = str(moved)
+    if ctx.filing is not None and located is not None and located.placement is not None:
+        target = Placement(ctx.filing.quarantine, scan.quarantine_target(ctx.filing))
+        filed = _file_away(located, target, scan)
+        if isinstance(filed, ScreeningError):
+            log.warning("scan %d: %s", scan.id, filed.message)
+            error = filed
+        else:
+            write_reason(
+                filed,
+                root=ctx.filing.quarantine,
+                status=error.status.value,
+                code=error.code,
+                message=error.message,
+                source_path=scan.source_path,
+            )
+            stored = str(filed)
     with session_scope(ctx.session_factory) as session:
         mark_unscreenable(
             session,
@@ -331,3 +566,4 @@ def _set_aside(ctx: ScreeningContext, scan: _Claimed, error: ScreeningError) -> 
             stored_path=stored,
             header=header,
         )
+    (report.rejected if error.status is ScanStatus.REJECTED else report.failed).append(scan.id)

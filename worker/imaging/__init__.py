@@ -1,6 +1,12 @@
 """Radiograph decoding: any DICOM, JPEG or PNG chest X-ray to display pixels and model input."""
 
-from worker.imaging.decode import decode_path, read_metadata, sniff_format
+from worker.imaging.decode import (
+    decode_bytes,
+    decode_path,
+    read_metadata,
+    read_metadata_bytes,
+    sniff_format,
+)
 from worker.imaging.options import DecodeOptions, decode_options
 from worker.imaging.radiograph import Radiograph, ScanFormat, ScanMetadata
 from worker.imaging.resize import MODEL_INPUT_SIZE, to_model_input
@@ -11,9 +17,11 @@ __all__ = [
     "Radiograph",
     "ScanFormat",
     "ScanMetadata",
+    "decode_bytes",
     "decode_options",
     "decode_path",
     "read_metadata",
+    "read_metadata_bytes",
     "sniff_format",
     "to_model_input",
 ]

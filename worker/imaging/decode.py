@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from worker.errors import TooLarge, TransientError, UnreadableScan
+from worker.errors import NoUsableContent, TooLarge, TransientError, UnreadableScan
 from worker.imaging.dicom import decode_dicom, read_dicom_metadata
 from worker.imaging.options import DecodeOptions
 from worker.imaging.raster import decode_raster, read_raster_metadata
+from worker.imaging.voi import content_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,20 +30,46 @@ def decode_path(path: Path, options: DecodeOptions = DEFAULT_OPTIONS) -> Radiogr
     """Decode a DICOM, JPEG or PNG radiograph file into display-ready pixels and metadata.
 
     The format is sniffed from the content, not the extension. The file-size cap is
-    checked before reading, and the pixel cap from the header before decoding.
+    checked before reading, and the pixel cap (rows x columns x samples x frames) against
+    both the header and the compressed stream's own size claim before decoding. A
+    decoded image without usable content (non-finite or flat) gets no verdict.
 
     Raises:
         ScreeningError: A typed subclass (`UnreadableScan`, `NoPixelData`, `MultiFrame`,
-            `NotARadiograph`, `NotAChest`, `TooLarge`) naming the file, the problem and
-            what to do; its `status` is what the worker records.
+            `NotARadiograph`, `NotAChest`, `TooLarge`, `NoUsableContent`) naming the file,
+            the problem and what to do; its `status` is what the worker records.
         TransientError: An I/O failure worth retrying.
     """
-    data = _read_capped(path, options)
+    return decode_bytes(_read_capped(path, options), path, options)
+
+
+def decode_bytes(data: bytes, path: Path, options: DecodeOptions = DEFAULT_OPTIONS) -> Radiograph:
+    """Decode the content `data` of the file `path` (read by the caller, who hashed it).
+
+    The screening worker reads a file once, checks its SHA-256 against the scan's row and
+    decodes those very bytes: a file swapped after the read cannot change the verdict.
+    `path` only names the file in messages.
+
+    Raises:
+        ScreeningError, TransientError: as `decode_path`.
+    """
+    if len(data) > options.max_file_bytes:
+        raise _too_large(path, len(data), options)
+    if not data:
+        raise UnreadableScan(path, "is empty", "send the file again once it is fully copied")
     kind = _sniff_or_fail(data, path)
     if kind == "dicom":
         radiograph = decode_dicom(data, path, options)
     else:
         radiograph = decode_raster(data, path, kind, options)
+    problem = content_problem(radiograph.pixels)
+    if problem is not None:
+        raise NoUsableContent(
+            path,
+            f"{problem}, so there is no image to screen",
+            "no verdict is given on it; check the export (a blank or saturated image, or a "
+            "wrong rescale or window in its header) and send the original radiograph",
+        )
     logger.debug("decoded %s: %s", path.name, "; ".join(radiograph.decisions))
     return radiograph
 
@@ -58,7 +85,15 @@ def read_metadata(path: Path, options: DecodeOptions = DEFAULT_OPTIONS) -> ScanM
         TooLarge: The file is over the size cap.
         TransientError: An I/O failure worth retrying.
     """
-    data = _read_capped(path, options)
+    return read_metadata_bytes(_read_capped(path, options), path, options)
+
+
+def read_metadata_bytes(
+    data: bytes, path: Path, options: DecodeOptions = DEFAULT_OPTIONS
+) -> ScanMetadata:
+    """The header facts of the content `data` of `path` (see `read_metadata`)."""
+    if len(data) > options.max_file_bytes:
+        raise _too_large(path, len(data), options)
     kind = _sniff_or_fail(data, path)
     if kind == "dicom":
         return read_dicom_metadata(data, path, options)

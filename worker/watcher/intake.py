@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import enum
-import errno
 import hashlib
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,19 @@ from db.models import ScanStatus
 from db.scans import find_scan_by_hash, record_scan
 from db.session import session_scope
 from db.types import utcnow
-from worker.filing import move_file, quarantine_path, write_reason
+from worker.confined import (
+    ContentMismatch,
+    FileIdentity,
+    LeavesFolder,
+    NotRegularFile,
+    Placement,
+    file_away,
+    fit_name,
+    open_file,
+)
+from worker.confined import hash_file as confined_hash
+from worker.filing import quarantine_path, write_reason
+from worker.watcher.names import escaped
 from worker.watcher.stability import Signature
 
 log = logging.getLogger(__name__)
@@ -81,6 +91,7 @@ class _Digest:
     size: int
     signature: Signature
     changed: bool
+    identity: FileIdentity
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,32 +113,30 @@ def human_size(size: int) -> str:
     return f"{size / 1024**2:.1f} MB"
 
 
-def hash_file(path: Path) -> _Digest:
+def hash_file(path: Path, root: Path) -> _Digest:
     """SHA-256 of the file, streamed in fixed-size reads (constant memory at any size).
 
-    Opened with O_NOFOLLOW, so a symlink swapped in after the caller's check is refused
-    rather than followed, and O_NONBLOCK, so a fifo cannot hang the watcher.
+    Opened from `root` one folder at a time with O_NOFOLLOW (`worker.confined`), so a
+    symlink swapped in after the caller's check, for the file or a folder on the way,
+    is refused rather than followed, and with O_NONBLOCK, so a fifo cannot hang the
+    watcher.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        descriptor = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the last component is a symlink
-            raise NotAFile(f"{path} is a symlink") from exc
-        raise
-    with os.fdopen(descriptor, "rb") as handle:
-        before = os.fstat(handle.fileno())
-        if not stat.S_ISREG(before.st_mode):
-            raise NotAFile(f"{path} is not a regular file")
-        digest = hashlib.file_digest(handle, "sha256")
-        after = os.fstat(handle.fileno())
+        with open_file(root, path) as (descriptor, before):
+            with os.fdopen(os.dup(descriptor), "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256")
+            after = os.fstat(descriptor)
+    except NotRegularFile as exc:
+        raise NotAFile(f"{path} {exc.strerror}") from exc
+    except LeavesFolder as exc:
+        raise NotAFile(f"{path}: {exc.strerror} (a symlink on the way)") from exc
     try:
         now = path.lstat()
     except FileNotFoundError:
         now = None
     signature = Signature.of(before)
     changed = Signature.of(after) != signature or now is None or Signature.of(now) != signature
-    return _Digest(digest.hexdigest(), before.st_size, signature, changed)
+    return _Digest(digest.hexdigest(), before.st_size, signature, changed, FileIdentity.of(before))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -158,7 +167,7 @@ class Intake:
 
     def take(self, path: Path) -> IntakeResult:
         """Hash `path` and record it; raises on I/O or database errors (the caller retries)."""
-        digest = hash_file(path)
+        digest = hash_file(path, self.folders.inbox)
         if digest.changed:
             return IntakeResult(Outcome.CHANGED, digest.signature)
         if digest.size == 0:
@@ -203,6 +212,29 @@ class Intake:
             return IntakeResult(Outcome.ACCEPTED, digest.signature, accepted)
         return self._known_content(path, digest, found)
 
+    def rename_to_text(self, path: Path) -> Path:
+        """Give a file whose name is not UTF-8 an escaped name beside it (`%FF`), once.
+
+        The rename never replaces another file (`worker.confined.file_away` links under
+        a free name). Returns the new path, which is then taken like any other file.
+        """
+        relative = path.relative_to(self.folders.inbox)
+        target = self.folders.inbox / Path(*(fit_name(p) for p in escaped(relative).parts))
+        sha256, identity = confined_hash(self.folders.inbox, path)
+        moved = file_away(
+            Placement(self.folders.inbox, path),
+            Placement(self.folders.inbox, target),
+            sha256=sha256,
+            identity=identity,
+        )
+        log.warning(
+            "renamed %s to %s: its name is not valid UTF-8, which the results table, logs "
+            "and reports need; senders should use UTF-8 names",
+            escaped(relative),
+            self.folders.name(moved),
+        )
+        return moved
+
     def _known_content(self, path: Path, digest: _Digest, known: _Known) -> IntakeResult:
         name = self.folders.name(path)
         if _same_file(known.location, path):
@@ -245,10 +277,16 @@ class Intake:
                 )
             duplicate_id, target = duplicate.id, Path(str(duplicate.stored_path))
         try:
-            move_file(path, target)
-        except FileNotFoundError:
-            # Gone between the hash and the move: the worker archived it (it was the
-            # scan's own file after all) or someone removed it. Not a duplicate.
+            target = file_away(
+                Placement(self.folders.inbox, path),
+                Placement(self.folders.archive, target),
+                sha256=digest.sha256,
+                identity=digest.identity,
+            )
+        except (FileNotFoundError, ContentMismatch):
+            # Gone or rewritten between the hash and the move: the worker archived it
+            # (it was the scan's own file after all), someone removed it, or it is new
+            # content now (taken again once it settles). Not a duplicate.
             with session_scope(self.session_factory) as session:
                 delete_duplicate(session, duplicate_id=duplicate_id)
             raise
@@ -266,9 +304,15 @@ class Intake:
         target = quarantine_path(
             self.folders.quarantine, sha256=digest.sha256, received_at=utcnow(), name=path.name
         )
-        moved = move_file(path, target)
+        moved = file_away(
+            Placement(self.folders.inbox, path),
+            Placement(self.folders.quarantine, target),
+            sha256=digest.sha256,
+            identity=digest.identity,
+        )
         write_reason(
             moved,
+            root=self.folders.quarantine,
             status=ScanStatus.REJECTED.value,
             code=TOO_LARGE,
             message=message,
@@ -289,9 +333,9 @@ class Intake:
     def _duplicate_path(self, sha256: str, name: str) -> Path:
         """`archive/duplicates/YYYY/MM/DD/<sha12>_<name>`, numbered when taken already."""
         folder = self.folders.archive / DUPLICATES_FOLDER / utcnow().strftime("%Y/%m/%d")
-        candidate = folder / f"{sha256[:12]}_{name}"
+        candidate = folder / fit_name(f"{sha256[:12]}_{name}")
         number = 2
-        while candidate.exists() or candidate.with_name(candidate.name + ".partial").exists():
-            candidate = folder / f"{sha256[:12]}_{number}_{name}"
+        while candidate.exists():
+            candidate = folder / fit_name(f"{sha256[:12]}_{number}_{name}")
             number += 1
         return candidate

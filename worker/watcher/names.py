@@ -55,3 +55,28 @@ def resolves_inside(path: Path, root_real: str) -> bool:
     """
     real = os.path.realpath(path)
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def is_text(path: Path) -> bool:
+    """Whether `path` is valid UTF-8 text (the database, logs and reports store text).
+
+    Python carries undecodable bytes of a file name as lone surrogates, which no
+    database driver accepts.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped(relative: Path) -> Path:
+    """`relative` with each byte that is not UTF-8 written as `%XX` (e.g. `scan%FF.dcm`)."""
+    return Path(*(_escape_part(part) for part in relative.parts))
+
+
+def _escape_part(part: str) -> str:
+    # Undecodable bytes arrive as the surrogates U+DC80..U+DCFF (PEP 383).
+    return "".join(
+        f"%{ord(char) - 0xDC00:02X}" if 0xDC80 <= ord(char) <= 0xDCFF else char for char in part
+    )

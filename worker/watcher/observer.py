@@ -34,7 +34,7 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from worker.watcher.batcher import Batcher
 from worker.watcher.intake import Folders, Intake, NotAFile, Outcome
-from worker.watcher.names import ignored_reason, is_hidden_dir, resolves_inside
+from worker.watcher.names import ignored_reason, is_hidden_dir, is_text, resolves_inside
 from worker.watcher.stability import Candidate, PendingFiles, Signature
 
 log = logging.getLogger(__name__)
@@ -331,6 +331,10 @@ class Watcher:
             self.pending.mark_taken(path, signature)
             return
         try:
+            if not is_text(path):
+                self.pending.forget(path)
+                path = self.intake.rename_to_text(path)
+                name = self.folders.name(path)
             result = self.intake.take(path)
         except FileNotFoundError:
             log.info("%s disappeared before it was taken", name)

@@ -34,7 +34,8 @@ from worker.inference import ModelCache
 from worker.pacs.aet import Destination
 from worker.pacs.report import DISCLAIMER
 from worker.pacs.sending import ReportConfig, send_due_reports
-from worker.screening import Filing, ScreeningContext, screen_batch
+from worker.filing import Filing
+from worker.screening import ScreeningContext, screen_batch
 
 pytestmark = pytest.mark.integration
 STUDIES = ("cr_chest_pa_mono1_j2k_lossless.dcm", "cr_chest_sc_jpeg_baseline.dcm")
@@ -83,7 +84,11 @@ def _screen(factory: sessionmaker[Session], files: list[Path], tmp_path: Path) -
             decode_options=DecodeOptions(pseudonym_key=b"test-key"),
             executor=executor,
             worker_name="test:1",
-            filing=Filing(tmp_path / "archive", tmp_path / "quarantine"),
+            filing=Filing(
+                inbox=tmp_path / "inbox",
+                archive=tmp_path / "archive",
+                quarantine=tmp_path / "quarantine",
+            ),
         )
         report = screen_batch(context, ids)
     assert sorted(report.done) == sorted(ids), report.as_dict()

@@ -20,8 +20,8 @@ from db.session import session_scope
 from tests.tiny_model import register_model
 from worker.imaging import DecodeOptions
 from worker.inference import LoadedModel, ModelCache, NonFiniteOutputError
+from worker.filing import Filing
 from worker.screening import (
-    Filing,
     Prepared,
     ScreeningContext,
     draft_for,
@@ -52,7 +52,11 @@ def context(session_factory: sessionmaker[Session], tmp_path: Path) -> Screening
         decode_options=DecodeOptions(pseudonym_key=b"test-key"),
         executor=ThreadPoolExecutor(2),
         worker_name="test:1",
-        filing=Filing(tmp_path / "archive", tmp_path / "quarantine"),
+        filing=Filing(
+            inbox=tmp_path / "inbox",
+            archive=tmp_path / "archive",
+            quarantine=tmp_path / "quarantine",
+        ),
     )
 
 

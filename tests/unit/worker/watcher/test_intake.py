@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.intake import record_duplicate, record_rejected_file
 from db.models import Duplicate, Scan, ScanStatus
 from db.session import session_scope
-from worker.filing import move_file
+from worker.confined import FileIdentity, Placement, file_away
 from worker.watcher import intake as intake_module
 from worker.watcher.intake import Folders, Intake, NotAFile, Outcome
 
@@ -232,11 +232,13 @@ def test_a_copy_that_vanishes_before_its_move_leaves_no_duplicate_record(
     intake.take(_drop(folders.inbox, "a.dcm", content))
     copy = _drop(folders.inbox, "copy.dcm", content)
 
-    def worker_got_there_first(source: Path, destination: Path) -> Path:
-        source.unlink()  # the race: archived by a worker between the hash and the move
-        return move_file(source, destination)
+    def worker_got_there_first(
+        source: Placement, destination: Placement, *, sha256: str, identity: FileIdentity
+    ) -> Path:
+        source.path.unlink()  # the race: archived by a worker between the hash and the move
+        return file_away(source, destination, sha256=sha256, identity=identity)
 
-    monkeypatch.setattr(intake_module, "move_file", worker_got_there_first)
+    monkeypatch.setattr(intake_module, "file_away", worker_got_there_first)
     with pytest.raises(FileNotFoundError):
         intake.take(copy)
     assert _duplicates(session_factory) == []
