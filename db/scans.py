@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -74,8 +74,10 @@ def claim_scans(session: Session, *, scan_ids: Sequence[int], worker: str) -> li
     """Atomically take the queued scans among `scan_ids` for `worker`.
 
     One UPDATE ... WHERE status = 'queued', so two workers never claim the same scan;
-    a worker may re-claim scans it already holds (its own retry after a database
-    hiccup). Returns the claimed scans.
+    a worker may re-claim scans it already holds (its own retry after a database or
+    storage outage). Only a claim taken from the queue counts as an attempt: a retry of
+    the same worker is the same attempt, so outages never spend a scan's attempts (only
+    a claim lost with its worker does, see `reconcile`). Returns the claimed scans.
     """
     if not scan_ids:
         return []
@@ -93,7 +95,9 @@ def claim_scans(session: Session, *, scan_ids: Sequence[int], worker: str) -> li
             status=ScanStatus.PROCESSING,
             claimed_at=now,
             claimed_by=worker,
-            attempts=Scan.attempts + 1,
+            attempts=case(
+                (Scan.status == ScanStatus.QUEUED, Scan.attempts + 1), else_=Scan.attempts
+            ),
             updated_at=now,
         )
         .returning(Scan.id)
@@ -225,6 +229,38 @@ def mark_unscreenable(
             **(header or {}),
         )
     )
+
+
+def fail_claimed(
+    session: Session, *, scan_ids: Sequence[int], worker: str, code: str, error: str
+) -> list[int]:
+    """Fail the scans among `scan_ids` that `worker` still holds (its retries ran out).
+
+    Returns:
+        The ids that were failed.
+    """
+    if not scan_ids:
+        return []
+    now = utcnow()
+    failed = session.scalars(
+        update(Scan)
+        .where(
+            Scan.id.in_(scan_ids),
+            Scan.status == ScanStatus.PROCESSING,
+            Scan.claimed_by == worker,
+        )
+        .values(
+            status=ScanStatus.FAILED,
+            error_code=code,
+            error=error,
+            finished_at=now,
+            claimed_at=None,
+            claimed_by=None,
+            updated_at=now,
+        )
+        .returning(Scan.id)
+    ).all()
+    return list(failed)
 
 
 @dataclass(frozen=True, slots=True)

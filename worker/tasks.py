@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import random
 from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from db.scans import reconcile
+from db.scans import fail_claimed, reconcile
 from db.session import session_scope
 from worker.celery_app import RECONCILE_TASK, SCREEN_TASK
 from worker.dispatch import send_batches
-from worker.errors import TransientError
+from worker.errors import TransientError, brief
 from worker.inference import ModelUnavailableError
 from worker.runtime import process_context
 from worker.screening import screen_batch
@@ -24,43 +25,101 @@ log = logging.getLogger(__name__)
 # Outages of the database, the file share or the model store: retried with backoff,
 # never recorded against the scans.
 TRANSIENT = (OperationalError, InterfaceError, TransientError, ModelUnavailableError)
+DATABASE_DOWN = (OperationalError, InterfaceError)
+# Retries wait 1, 2, 4, 8 s and then at most RETRY_MAX_S, so work resumes within
+# seconds of the outage's end (a backoff grown during a long outage would idle on).
+# About five minutes of retries in all; then a storage outage fails the batch's scans
+# with its reason, and a database outage leaves them to the claim timeout.
+RETRY_MAX_S = 10.0
+SCREEN_MAX_RETRIES = 32
 
 
-@shared_task(
-    name=SCREEN_TASK,
-    bind=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=None,
-)
+def retry_delay(retries: int) -> float:
+    """Seconds before retry number `retries` + 1: capped exponential, with jitter."""
+    delay = min(RETRY_MAX_S, 2.0**retries)
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
+
+
+@shared_task(name=SCREEN_TASK, bind=True, max_retries=SCREEN_MAX_RETRIES)
 def screen_batch_task(self: Task, scan_ids: list[int]) -> dict[str, Any]:
     """Screen a batch of scan ids (see `worker.screening.screen_batch`)."""
-    report = screen_batch(process_context(), [int(i) for i in scan_ids])
+    ids = [int(i) for i in scan_ids]
+    try:
+        report = screen_batch(process_context(), ids)
+    except TRANSIENT as exc:
+        retries = self.request.retries
+        if retries >= SCREEN_MAX_RETRIES:
+            _give_up(ids, exc, retries)
+            raise
+        delay = retry_delay(retries)
+        # One line, no traceback: an outage is expected and says what it is.
+        log.warning(
+            "batch %s: %s; retry %d of %d in %.1f s",
+            self.request.id,
+            _describe(exc),
+            retries + 1,
+            SCREEN_MAX_RETRIES,
+            delay,
+        )
+        raise self.retry(exc=exc, countdown=delay) from None
     summary = report.as_dict()
     log.info("batch %s: %s", self.request.id, summary)
     return summary
 
 
-@shared_task(
-    name=RECONCILE_TASK,
-    bind=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=5,
-    max_retries=3,
-)
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DATABASE_DOWN):
+        return f"database unavailable ({type(exc.orig).__name__ if exc.orig else 'error'})"
+    if isinstance(exc, TransientError):
+        return exc.message
+    return brief(exc)
+
+
+def _give_up(ids: list[int], exc: BaseException, retries: int) -> None:
+    """The retries ran out: end the scans with the reason, where that can be written."""
+    ctx = process_context()
+    if isinstance(exc, TransientError):
+        message = f"gave up after {retries + 1} tries: {exc.message}"
+        try:
+            with session_scope(ctx.session_factory) as session:
+                failed = fail_claimed(
+                    session, scan_ids=ids, worker=ctx.worker_name, code=exc.code, error=message
+                )
+        except DATABASE_DOWN:
+            failed = []
+        log.error("batch %s: %s; scans %s failed", ids, message, failed)
+        return
+    # A database outage cannot be recorded in the database: the scans stay claimed and
+    # the reconcile task takes them back after CXR_CLAIM_TIMEOUT_S. A model outage
+    # handed them back to the queue already.
+    log.error(
+        "batch %s: giving up after %d tries (%s); the scans are sent again by the reconcile task",
+        ids,
+        retries + 1,
+        _describe(exc),
+    )
+
+
+@shared_task(name=RECONCILE_TASK, bind=True)
 def reconcile_task(self: Task) -> dict[str, Any]:
-    """Requeue scans of dead workers, fail scans that keep killing workers, resend lost ones."""
+    """Requeue scans of dead workers, fail scans that keep killing workers, resend lost ones.
+
+    A database outage skips this run with one warning line: the next run, a minute
+    later, does the work.
+    """
     settings = load_settings()
     ctx = process_context()
-    with session_scope(ctx.session_factory) as session:
-        outcome = reconcile(
-            session,
-            claim_timeout=timedelta(seconds=settings.claim_timeout_s),
-            requeue_after=timedelta(seconds=settings.requeue_after_s),
-            max_attempts=settings.max_attempts,
-        )
+    try:
+        with session_scope(ctx.session_factory) as session:
+            outcome = reconcile(
+                session,
+                claim_timeout=timedelta(seconds=settings.claim_timeout_s),
+                requeue_after=timedelta(seconds=settings.requeue_after_s),
+                max_attempts=settings.max_attempts,
+            )
+    except DATABASE_DOWN as exc:
+        log.warning("reconcile skipped: %s; the next run tries again", _describe(exc))
+        return {"skipped": "database unavailable"}
     sent = send_batches(self.app, outcome.to_send, batch_size=settings.batch_size)
     if outcome.requeued or outcome.failed or outcome.to_send:
         log.info(
