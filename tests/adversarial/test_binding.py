@@ -8,7 +8,6 @@ import errno
 import hashlib
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,40 +19,13 @@ from db.models import Prediction, Scan, ScanStatus
 from db.scans import record_scan
 from db.session import session_scope
 from tests.invariants import assert_invariants, tree_digest
-from tests.tiny_model import register_model
 from worker import confined
 from worker import screening as screening_module
 from worker.confined import FileIdentity, Placement, file_away
 from worker.filing import Filing
-from worker.imaging import DecodeOptions
-from worker.inference import ModelCache
 from worker.screening import ScreeningContext, screen_batch
 
 KEY = b"adversarial-test-pseudonym-key-0123"
-
-
-@pytest.fixture
-def filing(tmp_path: Path) -> Filing:
-    found = Filing(
-        inbox=tmp_path / "inbox", archive=tmp_path / "archive", quarantine=tmp_path / "quarantine"
-    )
-    found.inbox.mkdir()
-    return found
-
-
-@pytest.fixture
-def context(
-    session_factory: sessionmaker[Session], filing: Filing, tmp_path: Path
-) -> ScreeningContext:
-    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
-    return ScreeningContext(
-        session_factory=session_factory,
-        models=ModelCache(session_factory),
-        decode_options=DecodeOptions(pseudonym_key=KEY),
-        executor=ThreadPoolExecutor(2),
-        worker_name="test:1",
-        filing=filing,
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,7 @@ from db.scans import claim_scans, record_scan, release_scans
 from db.session import session_scope
 from tests.integration.watcher.conftest import Stack, running
 from tests.processes import wait_until
-from tests.tiny_model import register_model
 from worker import tasks
-from worker.filing import Filing
-from worker.imaging import DecodeOptions
-from worker.inference import ModelCache
 from worker.screening import ScreeningContext, screen_batch
 
 pytest_plugins = ["tests.integration.watcher.conftest"]
@@ -47,24 +42,6 @@ def test_item10_a_file_whose_name_is_not_utf8_is_taken_under_an_escaped_name(
     assert not os.path.exists(target), "renamed, not copied"  # noqa: PTH110 - bytes
     assert "its name is not valid UTF-8" in caplog.text
     assert "could not take" not in caplog.text, "never retried in a loop"
-
-
-@pytest.fixture
-def context(session_factory: sessionmaker[Session], tmp_path: Path) -> ScreeningContext:
-    register_model(session_factory, model_dir=tmp_path / "models", version="tiny-1")
-    (tmp_path / "inbox").mkdir()
-    return ScreeningContext(
-        session_factory=session_factory,
-        models=ModelCache(session_factory),
-        decode_options=DecodeOptions(pseudonym_key=b"adversarial-test-pseudonym-key-0123"),
-        executor=ThreadPoolExecutor(2),
-        worker_name="test:1",
-        filing=Filing(
-            inbox=tmp_path / "inbox",
-            archive=tmp_path / "archive",
-            quarantine=tmp_path / "quarantine",
-        ),
-    )
 
 
 def test_item11_a_database_outage_mid_batch_spends_no_attempt(
