@@ -140,7 +140,7 @@ def service_figures(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CXR_")},
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CXR_PSEUDONYM_KEY": "bench",
+        "CXR_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
         "CXR_PRECISION": precision,
         "CXR_BATCH_SIZE": str(batch_size),
     }

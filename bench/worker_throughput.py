@@ -239,7 +239,7 @@ def worker_rate(
         "CXR_ARCHIVE": str(workdir / "archive"),
         "CXR_QUARANTINE": str(workdir / "q"),
         "CXR_MODEL_DIR": str(workdir / "models"),
-        "CXR_PSEUDONYM_KEY": "bench",
+        "CXR_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
         "CXR_BATCH_SIZE": str(batch_size),
         **(extra_env or {}),
     }

@@ -17,6 +17,8 @@ from worker.pacs.aet import check_ae_title, parse_destination
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
+# Shorter HMAC keys can be guessed; 32 bytes is SHA-256's block-size sweet spot (RFC 2104).
+MIN_PSEUDONYM_KEY_BYTES = 32
 DEFAULT_CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "CHEST_TO_PELVIS", "TORSO", "BREAST_CHEST")
 
 
@@ -185,6 +187,19 @@ class Settings(BaseSettings):
         description="A report not delivered after this many tries is marked failed "
         "(72: about three days with the default waits).",
     )
+    dicom_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate of the DICOM receiver: with CXR_DICOM_TLS_KEY it "
+        "accepts only TLS associations (DICOM TLS, PS3.15 B.1).",
+    )
+    dicom_tls_key: Path | None = Field(
+        None, description="PEM private key of CXR_DICOM_TLS_CERT (keep it 0600)."
+    )
+    dicom_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: when set, senders must present a client certificate "
+        "signed by it (mutual TLS).",
+    )
     dicom_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
         30.0, description="Network, association and DIMSE timeout of DICOM connections."
     )
@@ -222,9 +237,49 @@ class Settings(BaseSettings):
     def _check_broker_url(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in SUPPORTED_BROKERS:
+            # Never the URL itself: it may carry a password.
+            named = f"scheme {scheme!r}" if scheme else "a URL without a scheme://"
             raise ValueError(
-                f"{value!r} is not a supported broker URL; use sqla+sqlite:///var/broker.db "
+                f"{named} is not a supported broker; use sqla+sqlite:///var/broker.db "
                 "(embedded), redis://host:6379/0 or amqp://user:pass@host:5672//"
+            )
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _check_pseudonym_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        size = len(value.get_secret_value().encode("utf-8"))
+        if size < MIN_PSEUDONYM_KEY_BYTES:
+            # An empty or short key makes patient_ref an (almost) unkeyed hash that can be
+            # reversed by trying Patient IDs.
+            raise ValueError(
+                f"the key is {size} bytes, shorter than {MIN_PSEUDONYM_KEY_BYTES}; set a "
+                "random secret such as the output of `openssl rand -hex 32`, or unset it "
+                "to use the key generated under var/"
+            )
+        return value
+
+    @field_validator("dicom_tls_cert", "dicom_tls_key", "dicom_tls_ca")
+    @classmethod
+    def _check_tls_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file (a PEM file is expected)")
+        return value
+
+    @field_validator("dicom_tls_ca")
+    @classmethod
+    def _check_tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        cert, key = info.data.get("dicom_tls_cert"), info.data.get("dicom_tls_key")
+        if (cert is None) != (key is None):
+            raise ValueError(
+                "DICOM TLS needs both CXR_DICOM_TLS_CERT and CXR_DICOM_TLS_KEY (or neither)"
+            )
+        if value is not None and cert is None:
+            raise ValueError(
+                "a client CA makes sense only with TLS on: set CXR_DICOM_TLS_CERT and "
+                "CXR_DICOM_TLS_KEY too"
             )
         return value
 

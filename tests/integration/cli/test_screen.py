@@ -33,7 +33,10 @@ def test_screen_records_results_and_prints_them(
     factory = make_session_factory(engine)
     register_model(factory, model_dir=tmp_path / "models", version="tiny-1")
     folder = _folder(shared_data, tmp_path)
-    env = {"CXR_DATABASE_URL": database_url, "CXR_PSEUDONYM_KEY": "k"}
+    env = {
+        "CXR_DATABASE_URL": database_url,
+        "CXR_PSEUDONYM_KEY": "test-pseudonym-key-0123456789abcdef",
+    }
 
     out = run_cli("screen", str(folder), "--format", "jsonl", cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -62,7 +65,10 @@ def test_no_record_writes_nothing(database_url: str, shared_data: Path, tmp_path
     factory = make_session_factory(engine)
     register_model(factory, model_dir=tmp_path / "models", version="tiny-1")
     folder = _folder(shared_data, tmp_path)
-    env = {"CXR_DATABASE_URL": database_url, "CXR_PSEUDONYM_KEY": "k"}
+    env = {
+        "CXR_DATABASE_URL": database_url,
+        "CXR_PSEUDONYM_KEY": "test-pseudonym-key-0123456789abcdef",
+    }
     out = run_cli(
         "screen", str(folder), "--no-record", "--format", "csv", cwd=tmp_path, env=env, timeout=300
     )

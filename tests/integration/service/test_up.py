@@ -14,15 +14,17 @@ from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from tests.cli_runner import run_cli
 from tests.conftest import fresh_database
+from tests.invariants import assert_invariants, tree_digest
 from tests.processes import RedisServer, Service, wait_until
 from tests.tiny_model import register_model
+from worker.filing import Filing
 
 pytestmark = pytest.mark.integration
 FINAL = {"done", "rejected", "failed"}
 FAST = {
     "CXR_STABLE_SECONDS": "0.5",
     "CXR_BATCH_WAIT_MS": "200",
-    "CXR_PSEUDONYM_KEY": "k",
+    "CXR_PSEUDONYM_KEY": "test-pseudonym-key-0123456789abcdef",
     "CXR_RECONCILE_INTERVAL_S": "2",
     "CXR_REQUEUE_AFTER_S": "10",
 }
@@ -69,6 +71,7 @@ def test_up_screens_dropped_files_and_stops_cleanly(
     register_model(make_session_factory(engine), model_dir=home / "models", version="tiny-1")
     engine.dispose()
 
+    shared_digest = tree_digest(shared_data / "dicom")
     service = Service(["up"], cwd=home, env=service_env, log=tmp_path / "up.log")
     try:
         service.wait_for_log("beat", timeout=60)
@@ -104,6 +107,12 @@ def test_up_screens_dropped_files_and_stops_cleanly(
         assert json.loads(reasons[0].read_text())["status"] == "failed"
         table = run_cli("results", cwd=home, env=service_env)
         assert "corrupt.dcm" in table.stdout
+        assert_invariants(
+            url,
+            Filing(inbox=inbox, archive=home / "archive", quarantine=home / "quarantine"),
+            dropped=[p.read_bytes() for p in [*jpegs, *dicoms, corrupt]],
+            outside={shared_data / "dicom": shared_digest},
+        )
     finally:
         started = time.monotonic()
         code = service.stop(timeout=90)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,10 +22,12 @@ from db.models import ModelVersion, Prediction, Scan, ScanStatus
 from db.scans import mark_sent, record_scan
 from db.session import make_engine, make_session_factory, session_scope
 from tests.conftest import fresh_database
+from tests.invariants import assert_invariants
 from tests.processes import RedisServer, Service, wait_until
 from tests.tiny_model import register_model
 from worker.celery_app import create_app
 from worker.dispatch import send_batches
+from worker.filing import Filing
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -40,6 +42,7 @@ class Stack:
     env: dict[str, str]
     factory: sessionmaker[Session]
     redis: RedisServer | None
+    contents: dict[Path, bytes] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -55,6 +58,7 @@ class Stack:
 
     def record(self, files: list[Path]) -> list[int]:
         """What the watcher does: a row per file, written before any task is sent."""
+        self.contents.update((f, f.read_bytes()) for f in files)
         with session_scope(self.factory) as session:
             return [
                 record_scan(
@@ -102,7 +106,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             "CXR_ARCHIVE": str(tmp_path / "archive"),
             "CXR_QUARANTINE": str(tmp_path / "quarantine"),
             "CXR_MODEL_DIR": str(tmp_path / "models"),
-            "CXR_PSEUDONYM_KEY": "test-key",
+            "CXR_PSEUDONYM_KEY": "test-pseudonym-key-0123456789abcdef",
             "CXR_BATCH_SIZE": "4",
             "CXR_CLAIM_TIMEOUT_S": "6",
             "CXR_REQUEUE_AFTER_S": "4",
@@ -134,6 +138,17 @@ def _predictions_per_scan(stack: Stack) -> dict[int, int]:
         )
 
 
+def _assert_invariants(stack: Stack, files: list[Path]) -> None:
+    """Results bound to bytes, every file kept (read before the run moved them)."""
+    contents = [stack.contents[f] for f in files]
+    filing = Filing(
+        inbox=stack.root / "inbox",
+        archive=stack.root / "archive",
+        quarantine=stack.root / "quarantine",
+    )
+    assert_invariants(stack.factory, filing, dropped=contents)
+
+
 def test_real_files_each_get_one_result_and_a_corrupt_one_is_quarantined(
     stack: Stack, fullres: list[Path], dicom_dir: Path, tmp_path: Path
 ) -> None:
@@ -159,6 +174,7 @@ def test_real_files_each_get_one_result_and_a_corrupt_one_is_quarantined(
     quarantined = list((tmp_path / "quarantine").rglob("*cut.jpeg"))
     assert len(quarantined) == 1
     assert "cut.jpeg" in Path(str(quarantined[0]) + ".reason.json").read_text()
+    _assert_invariants(stack, files)
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
@@ -190,6 +206,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     with stack.factory() as session:
         attempts = dict(session.execute(select(Scan.id, Scan.attempts)).all())
     assert all(attempts[i] >= 2 for i in interrupted), "the interrupted scans were retried"
+    _assert_invariants(stack, fullres[:40])
 
 
 def test_promoting_a_model_mid_stream_switches_later_predictions(
