@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from io import BytesIO
@@ -11,10 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_fragments
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     UID,
     ComputedRadiographyImageStorage,
     DeflatedExplicitVRLittleEndian,
@@ -22,7 +25,17 @@ from pydicom.uid import (
     DigitalXRayImageStorageForProcessing,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
 
 from worker.errors import (
@@ -30,14 +43,21 @@ from worker.errors import (
     NoPixelData,
     NotAChest,
     NotARadiograph,
+    NoUsableContent,
     TooLarge,
     UnreadableScan,
     brief,
 )
-from worker.imaging.codestream import codestream_size
+from worker.imaging.codestream import (
+    CodestreamError,
+    FrameGeometry,
+    j2k_geometry,
+    jpeg_geometry,
+    rle_check,
+)
 from worker.imaging.pseudonym import patient_ref
 from worker.imaging.radiograph import Radiograph, ScanMetadata
-from worker.imaging.voi import to_display
+from worker.imaging.voi import stored_content_problem, to_display
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,9 +83,11 @@ COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 
 # What pydicom and its pixel plugins raise on malformed or truncated input. Each is
-# turned into a typed UnreadableScan that names the file; nothing is swallowed.
+# turned into a typed UnreadableScan that names the file; nothing is swallowed. The data
+# is in memory, so an OSError is pydicom's "no tag to read" (a truncated item), never I/O.
 READ_ERRORS = (
     InvalidDicomError,
+    OSError,
     BytesLengthException,
     EOFError,
     ValueError,
@@ -79,9 +101,41 @@ READ_ERRORS = (
     zlib.error,
 )
 DECODE_ERRORS = (*READ_ERRORS, RuntimeError)
-HEADER_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+# pydicom converts an element when it is first used, so a malformed one raises any of
+# the read errors then (an unknown VR raises NotImplementedError, a short value
+# struct.error), long after dcmread returned.
+HEADER_ERRORS = READ_ERRORS
 IDENTIFYING_KEYWORDS = ("SOPClassUID", "Modality", "PixelData", "Rows")
 REEXPORT = "the file is damaged or incomplete; send it again or re-export it from the PACS"
+BAD_STREAM = (
+    "the file is damaged or its encoder is faulty; send it again or re-export it "
+    "uncompressed from the PACS"
+)
+# The compressed transfer syntaxes whose frame size is read before decoding, and how.
+# Any other compressed syntax is refused: its decoded size could not be checked.
+JPEG_SYNTAXES = frozenset(
+    {
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+    }
+)
+J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
+# Radiographs are 8- or 16-bit (the DX IOD allows nothing else); 1-bit overlays and
+# 32/64-bit data are refused, so a decoded sample is never more than two bytes.
+RADIOGRAPH_BITS_ALLOCATED = (8, 16)
+RADIOGRAPH_SAMPLES = (1, 3)  # grey, or the colour of a Secondary Capture
+FLAT = (
+    "no verdict is given on it; check the export (a blank or saturated image) and send "
+    "the original radiograph"
+)
+RESCALE = (
+    "no verdict is given on it; correct the rescale (or Modality LUT) at the modality or "
+    "export the image again"
+)
 
 
 def decode_dicom(data: bytes, path: Path, options: DecodeOptions) -> Radiograph:
@@ -96,7 +150,8 @@ def decode_dicom(data: bytes, path: Path, options: DecodeOptions) -> Radiograph:
     metadata = _metadata(ds, path, options)
     try:
         _check_scope(ds, metadata, path, options, decisions)
-        _check_codestream(ds, path, options)
+        geometry = _check_pixel_module(ds, metadata, path, options)
+        _check_frame(ds, geometry, path, options)
         array = _decode_pixels(ds, path)
         pixels = _display(array, ds, metadata, path, decisions)
     except HEADER_ERRORS as exc:
@@ -161,7 +216,9 @@ def _guard_deflate(data: bytes, path: Path, options: DecodeOptions) -> None:
     pending, total = data[start:], 0
     try:
         while pending:
-            total += len(inflater.decompress(pending, 16 * 1024**2))
+            # Never ask for more than one byte past the cap: a chunk is memory too.
+            budget = min(16 * 1024**2, options.max_file_bytes + 1 - total)
+            total += len(inflater.decompress(pending, budget))
             if total > options.max_file_bytes:
                 raise TooLarge(
                     path,
@@ -262,16 +319,6 @@ def _check_scope(
             "only single-frame radiographs are screened; export the frame to screen as a "
             "single-frame image",
         )
-    rows, columns = metadata.rows or 0, metadata.columns or 0
-    if rows <= 0 or columns <= 0:
-        raise UnreadableScan(path, "has pixel data but no valid Rows and Columns", REEXPORT)
-    if rows * columns * frames > options.max_pixels:
-        raise TooLarge(
-            path,
-            f"its header claims {columns} x {rows} pixels, more than the cap of "
-            f"{options.max_pixels:,}",
-            "raise CXR_MAX_PIXELS if such images are legitimate",
-        )
 
 
 def _check_modality(
@@ -315,34 +362,154 @@ def _check_modality(
     )
 
 
-def _check_codestream(ds: Dataset, path: Path, options: DecodeOptions) -> None:
-    """Check the compressed stream's own size claim against the pixel cap.
+def _check_pixel_module(
+    ds: Dataset, metadata: ScanMetadata, path: Path, options: DecodeOptions
+) -> FrameGeometry:
+    """Check what the header says a decoder will allocate: size, samples, bits, frames.
 
-    The header was checked already, but the decoders allocate what the codestream
-    claims, and a crafted file can make the two disagree.
+    The cap counts every sample of every frame: a colour image holds three values per
+    pixel, and Samples per Pixel or Bits Allocated raised in a header would otherwise
+    multiply the memory the cap allows.
     """
-    element = ds["PixelData"]
-    if not element.is_undefined_length:
-        return
-    size = None
-    try:
-        for index, fragment in enumerate(generate_fragments(element.value)):
-            size = codestream_size(bytes(fragment[:65536]))
-            if size is not None or index >= 2:
-                break
-    except READ_ERRORS:
-        return  # a broken item structure: the decoder reports it with its own words
-    if size is not None and size[0] * size[1] > options.max_pixels:
+    rows, columns = metadata.rows or 0, metadata.columns or 0
+    if rows <= 0 or columns <= 0:
+        raise UnreadableScan(path, "has pixel data but no valid Rows and Columns", REEXPORT)
+    samples = _int(ds, "SamplesPerPixel") or 1
+    if samples not in RADIOGRAPH_SAMPLES:
+        raise UnreadableScan(
+            path,
+            f"has Samples per Pixel {samples}; a radiograph has 1 (grey) or 3 (colour)",
+            REEXPORT,
+        )
+    bits_allocated = _int(ds, "BitsAllocated")
+    if bits_allocated not in RADIOGRAPH_BITS_ALLOCATED:
+        raise UnreadableScan(
+            path,
+            f"has Bits Allocated {bits_allocated}; a radiograph is stored in 8 or 16 bits",
+            REEXPORT,
+        )
+    bits_stored = metadata.bits_stored
+    if bits_stored is not None and not 1 <= bits_stored <= bits_allocated:
+        raise UnreadableScan(
+            path, f"has Bits Stored {bits_stored} with Bits Allocated {bits_allocated}", REEXPORT
+        )
+    frames = _int(ds, "NumberOfFrames") or 1
+    if frames < 1:
+        raise UnreadableScan(path, f"has Number of Frames {frames}", REEXPORT)
+    if rows * columns * samples * frames > options.max_pixels:
         raise TooLarge(
             path,
-            f"its compressed pixel data claims {size[1]} x {size[0]} pixels, more than the "
+            f"its header claims {columns} x {rows} pixels{_samples(samples)}, more than the "
             f"cap of {options.max_pixels:,}",
             "raise CXR_MAX_PIXELS if such images are legitimate",
         )
+    return FrameGeometry(rows, columns, samples, bits_allocated)
+
+
+def _check_frame(ds: Dataset, expected: FrameGeometry, path: Path, options: DecodeOptions) -> None:
+    """Read what the compressed frame decodes to, and refuse it unless it is the header's.
+
+    The decoders allocate what the codestream claims, not what the header says, so the
+    frame's own size is read first, from the whole frame (a frame header may sit behind
+    any amount of other data). The dataset then holds exactly the frame that was checked,
+    as a single fragment: pydicom's own frame lookup (offset tables, excess fragments)
+    cannot pick other bytes than those.
+    """
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    element = ds["PixelData"]
+    if not syntax.is_encapsulated:
+        if element.is_undefined_length:
+            raise UnreadableScan(
+                path,
+                f"has compressed (encapsulated) pixel data under {syntax.name}, an "
+                "uncompressed transfer syntax",
+                REEXPORT,
+            )
+        return  # native pixels: pydicom sizes them from the header checked already
+    if syntax not in JPEG_SYNTAXES | J2K_SYNTAXES | {RLELossless}:
+        raise UnreadableScan(
+            path,
+            f"uses the transfer syntax {syntax.name}, whose decoded size the screening "
+            "decoder cannot check",
+            "re-export it uncompressed or as JPEG, JPEG-LS, JPEG 2000 or RLE",
+        )
+    try:
+        frame = get_frame(element.value, 0, number_of_frames=1)
+    except READ_ERRORS as exc:
+        raise UnreadableScan(
+            path, f"its compressed pixel data has no readable frame ({brief(exc)})", REEXPORT
+        ) from exc
+    try:
+        if syntax == RLELossless:
+            rle_check(
+                frame,
+                pixels=expected.rows * expected.columns,
+                segments=expected.components * (expected.precision // 8),
+            )
+        else:
+            reader = jpeg_geometry if syntax in JPEG_SYNTAXES else j2k_geometry
+            _compare(reader(frame), expected, syntax, path, options)
+    except CodestreamError as exc:
+        raise _bad_stream(path, syntax, exc.reason) from exc
+    ds.PixelData = encapsulate([frame], has_bot=False)
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            del ds[keyword]
+
+
+def _compare(
+    claimed: FrameGeometry,
+    expected: FrameGeometry,
+    syntax: UID,
+    path: Path,
+    options: DecodeOptions,
+) -> None:
+    """Refuse a codestream over the cap, or one that is not the image the header describes."""
+    if claimed.rows * claimed.columns * claimed.components > options.max_pixels:
+        raise TooLarge(
+            path,
+            f"its compressed pixel data claims {claimed.columns} x {claimed.rows} pixels"
+            f"{_samples(claimed.components)}, more than the cap of {options.max_pixels:,}",
+            "raise CXR_MAX_PIXELS if such images are legitimate",
+        )
+    if (claimed.rows, claimed.columns, claimed.components) != (
+        expected.rows,
+        expected.columns,
+        expected.components,
+    ):
+        raise _bad_stream(
+            path,
+            syntax,
+            f"the codestream is {claimed.describe()} (columns x rows x samples), the header "
+            f"says {expected.describe()}",
+        )
+    claimed.check_tiles()
+    if claimed.precision > expected.precision:
+        raise _bad_stream(
+            path,
+            syntax,
+            f"the codestream has {claimed.precision}-bit samples, more than the header's "
+            f"Bits Allocated {expected.precision}",
+        )
+
+
+def _bad_stream(path: Path, syntax: UID, reason: str) -> UnreadableScan:
+    return UnreadableScan(
+        path,
+        f"its pixel data could not be decoded ({syntax.name}: {reason}; refused before decoding)",
+        BAD_STREAM,
+    )
+
+
+def _samples(samples: int) -> str:
+    return "" if samples == 1 else f" x {samples} samples"
 
 
 def _decode_pixels(ds: Dataset, path: Path) -> npt.NDArray[np.generic]:
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    # Only the first frame (there is one), never frames pydicom would find in excess
+    # padding or fragments: the size of that frame is all that was checked.
+    ds.pixel_array_options(index=0, allow_excess_frames=False)
     try:
         array: npt.NDArray[np.generic] = ds.pixel_array
     except DECODE_ERRORS as exc:
@@ -383,7 +550,10 @@ def _display(
             f"has Photometric Interpretation {photometric!r}, which the decoder does not know",
             "export it as MONOCHROME2 (or RGB)",
         )
-    values, stored_values = _modality_values(array, ds, decisions)
+    problem = stored_content_problem(array)
+    if problem is not None:
+        raise NoUsableContent(path, f"{problem}, so there is no image to screen", FLAT)
+    values, stored_values = _modality_values(array, ds, path, decisions)
     pixels, voi_decisions = to_display(
         values, ds, bits_stored=bits_stored, stored_values=stored_values
     )
@@ -394,24 +564,53 @@ def _display(
 
 
 def _modality_values(
-    array: npt.NDArray[np.generic], ds: Dataset, decisions: list[str]
+    array: npt.NDArray[np.generic], ds: Dataset, path: Path, decisions: list[str]
 ) -> tuple[npt.NDArray[np.float32], bool]:
-    """Modality values (Modality LUT or rescale), and whether they are the stored values."""
+    """Modality values (Modality LUT or rescale), and whether they are the stored values.
+
+    Raises:
+        NoUsableContent: The rescale is not finite, or it leaves no finite values or
+            maps distinct stored values all to one.
+    """
     if ds.get("ModalityLUTSequence"):
         decisions.append("Modality LUT from header")
-        return np.asarray(apply_modality_lut(array, ds), dtype=np.float32), False
+        values = np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
+        _require_finite(values, "its Modality LUT", path)
+        return values, False
     values = array.astype(np.float32)
     slope = _float(ds, "RescaleSlope", 1.0)
     intercept = _float(ds, "RescaleIntercept", 0.0)
+    rescale = f"Rescale Slope {slope:g}, Rescale Intercept {intercept:g}"
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise NoUsableContent(
+            path,
+            f"its header has {rescale}, which are not both finite numbers, so no pixel has a value",
+            RESCALE,
+        )
     if slope == 0.0:
         decisions.append("Rescale Slope 0 is invalid: ignored")
         slope = 1.0
     if slope != 1.0 or intercept != 0.0:
-        values *= np.float32(slope)
-        values += np.float32(intercept)
+        # An overflow to infinity is refused just below, with the file's name.
+        with np.errstate(over="ignore", invalid="ignore"):
+            values *= np.float32(slope)
+            values += np.float32(intercept)
+        _require_finite(values, f"its {rescale}", path)
+        if values.size and values.min() == values.max() and array.min() != array.max():
+            raise NoUsableContent(
+                path, f"its {rescale} maps every stored value to the same number", RESCALE
+            )
         decisions.append(f"rescale slope {slope:g}, intercept {intercept:g}")
         return values, False
     return values, _int(ds, "PixelRepresentation") != 1
+
+
+def _require_finite(values: npt.NDArray[np.float32], source: str, path: Path) -> None:
+    # min and max propagate NaN and reach any infinity: two passes, no mask allocated.
+    if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+        raise NoUsableContent(
+            path, f"{source} gives pixel values that are not finite numbers", RESCALE
+        )
 
 
 def _inversion(ds: Dataset, photometric: str, decisions: list[str]) -> bool:

@@ -54,9 +54,16 @@ def decode_raster(data: bytes, path: Path, kind: ScanFormat, options: DecodeOpti
     """
     decisions: list[str] = []
     with _open(data, path, kind, options) as image:
+        # Pillow has parsed the whole header (every JPEG segment up to the first scan,
+        # the PNG IHDR) but decoded nothing: the size and bands known here are what
+        # load() allocates, so the cap counts samples as for DICOM.
         mode, full_size = image.mode, image.size
-        if full_size[0] * full_size[1] > options.max_pixels:
-            raise _too_large(path, options, f"{full_size[0]} x {full_size[1]} pixels")
+        samples = len(image.getbands())
+        if full_size[0] * full_size[1] * samples > options.max_pixels:
+            claim = f"{full_size[0]} x {full_size[1]} pixels"
+            if samples > 1:
+                claim += f" x {samples} samples"
+            raise _too_large(path, options, claim)
         try:
             orientation = _orientation(image)
             if kind == "jpeg" and options.draft_size is not None:

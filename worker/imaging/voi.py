@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,18 @@ STATS_SIDE = 512
 # A header window covering less than this share of the robust pixel range saturates
 # most of the image; pixels filling less than this share of the window give a flat grey.
 MIN_OVERLAP = 0.10
+# An image is flat when 99 % of its pixels (the 0.5th to the 99.5th percentile, as for
+# the window fallback) span at most two levels: one value and the +-1 of JPEG or dither
+# noise around it. It is checked on the stored values of a DICOM image, before any
+# window or percentile stretch could blow that noise up to full contrast, and on the
+# display values of every image (in 8-bit grey levels, as the model sees them). Such an
+# image is a uniform field with at most 1 % of specks (a hot pixel, a burnt-in marker):
+# nothing to classify. A radiograph, even one mostly collimated black, has anatomy on
+# far more than 1 % of its area, spanning tens of levels in 8 bits and hundreds in 12;
+# a blank, saturated or wrongly rescaled export does not. (2.5, not 2: float32 levels
+# are not exact multiples.)
+FLAT_LEVELS = 2.5
+DISPLAY_LEVEL = 1.0 / 255.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +54,37 @@ class Window:
         return f"WC={self.center:g}, WW={self.width:g}{suffix}"
 
 
-def robust_range(values: FloatImage) -> tuple[float, float]:
+def robust_range(values: npt.NDArray[Any]) -> tuple[float, float]:
     """The 0.5th and 99.5th percentiles of `values`, ignoring hot pixels and markers."""
     step = max(1, max(values.shape) // STATS_SIDE)
     sample = values[::step, ::step]
     low, high = np.percentile(sample, ROBUST_PERCENTILES)
     return float(low), float(high)
+
+
+def content_problem(pixels: FloatImage) -> str | None:
+    """Why display pixels carry no image (non-finite, or flat), or None when they do."""
+    if pixels.size == 0:
+        return "has no pixels"
+    if not (np.isfinite(pixels.min()) and np.isfinite(pixels.max())):
+        return "has display values that are not finite numbers"
+    low, high = robust_range(pixels)
+    if high - low < FLAT_LEVELS * DISPLAY_LEVEL:
+        return (
+            f"is flat: 99 % of its pixels lie within two grey levels of {low:.3f} "
+            "(0 black, 1 white)"
+        )
+    return None
+
+
+def stored_content_problem(stored: npt.NDArray[Any]) -> str | None:
+    """Why stored (integer) pixel values carry no image (flat), or None when they do."""
+    if stored.size == 0:
+        return "has no pixels"
+    low, high = robust_range(stored)
+    if high - low < FLAT_LEVELS:
+        return f"is flat: 99 % of its pixels have one of three adjacent values (from {low:g})"
+    return None
 
 
 def stretch(values: FloatImage, low: float, high: float) -> FloatImage:

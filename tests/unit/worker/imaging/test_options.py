@@ -17,15 +17,15 @@ def test_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CXR_MAX_FILE_MB", "2.5")
     monkeypatch.setenv("CXR_MAX_PIXELS", "1000000")
     monkeypatch.setenv("CXR_CHEST_BODY_PARTS", "chest, thorax")
-    monkeypatch.setenv("CXR_PSEUDONYM_KEY", "site secret")
+    monkeypatch.setenv("CXR_PSEUDONYM_KEY", "site secret of at least thirty-two bytes")
 
     options = decode_options(load_settings())
 
     assert options.max_file_bytes == int(2.5 * 1024**2)
     assert options.max_pixels == 1_000_000
     assert options.chest_body_parts == ("CHEST", "THORAX")
-    assert options.pseudonym_key == b"site secret"
-    assert "site secret" not in repr(options)
+    assert options.pseudonym_key == b"site secret of at least thirty-two bytes"
+    assert "site secret of at least thirty-two bytes" not in repr(options)
 
 
 def test_without_a_configured_key_one_is_generated_once(
