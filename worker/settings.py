@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         512.0, description="Files larger than this are rejected unread."
     )
     max_pixels: Annotated[int, Field(gt=0)] = Field(
-        80_000_000, description="Decoded pixel cap per image (decompression-bomb guard)."
+        80_000_000,
+        description="Decoded value cap per image: rows x columns x samples x frames "
+        "(decompression-bomb guard, checked before decoding).",
     )
     # NoDecode: a comma-separated list in the environment, not JSON.
     chest_body_parts: Annotated[tuple[str, ...], NoDecode] = Field(
