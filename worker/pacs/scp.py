@@ -39,7 +39,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from worker.pacs.aet import is_uid
 from worker.pacs.errors import ReceiverError
-from worker.pacs.files import write_atomically
+from worker.pacs.files import publish_new
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,20 @@ def handle_store(event: Event, inbox: Path) -> int | Dataset:
         return _failure(CANNOT_UNDERSTAND, "missing or malformed Study/SOP Instance UID")
     target = inbox_path(inbox, study_uid=str(study_uid), sop_uid=sop_uid)
     try:
-        write_atomically(target, data)
+        stored = publish_new(target, data)
     except OSError as exc:
         log.error("could not store SOP %s from %s in %s: %s", sop_uid, calling, inbox, exc)
         return _failure(OUT_OF_RESOURCES, "cannot write to the inbox")
-    log.info("received SOP %s from %s (%d bytes)", sop_uid, calling, len(data))
+    if stored != target:
+        log.warning(
+            "received SOP %s from %s again (%d bytes): kept beside the first as %s",
+            sop_uid,
+            calling,
+            len(data),
+            stored.name,
+        )
+    else:
+        log.info("received SOP %s from %s (%d bytes)", sop_uid, calling, len(data))
     return SUCCESS
 
 
