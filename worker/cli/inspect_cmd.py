@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.cli.common import settings_or_fail
+from worker.cli.output import inert
 from worker.errors import ScreeningError, TransientError
 from worker.imaging import (
     DecodeOptions,
@@ -153,7 +154,7 @@ def _print_table(findings: list[Finding]) -> None:
         details = finding.message or "\n".join(finding.decisions)
         if finding.preview is not None:
             details += f"\npreview: {finding.preview}"
-        table.add_row(
+        cells = (
             str(finding.path),
             outcome,
             _cell(meta.get("modality")),
@@ -165,6 +166,8 @@ def _print_table(findings: list[Finding]) -> None:
             syntax,
             details,
         )
+        # File names and header values come from the sender: shown as text, never markup.
+        table.add_row(*(inert(cell) for cell in cells))
     # Piped into a file or `less`, a terminal's 80 columns would fold every cell.
     width = None if sys.stdout.isatty() else 200
     Console(file=sys.stdout, soft_wrap=False, width=width).print(table)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import csv
 import enum
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+# C0 and C1 control characters and DEL: an escape sequence in a file name or header value
+# must never reach the terminal (it could retitle, clear or rewrite what the reader sees).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A CSV cell a spreadsheet would run as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputFormat(enum.StrEnum):
@@ -41,7 +49,7 @@ def write_rows(
         writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+            writer.writerow({k: csv_cell(row.get(k)) for k in columns})
             count += 1
         return count
     if output_format is OutputFormat.JSONL:
@@ -54,12 +62,32 @@ def write_rows(
     for name in shown:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in shown))
+        table.add_row(*(inert(_cell(row.get(name))) for name in shown))
         count += 1
     # Piped into a file or `less`, a terminal's 80 columns would fold every cell.
     width = None if out.isatty() else 240
     Console(file=out, soft_wrap=False, width=width).print(table)
     return count
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown as escapes (`\\x1b`), never interpreted."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def inert(text: str) -> Text:
+    """A table cell that is plain text: no rich markup, no control characters."""
+    return Text(printable(text))
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV value that a spreadsheet shows as text: a leading `'` before `=`, `+`, `-`,
+    `@`, tab or carriage return (numbers stay numbers)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> str:

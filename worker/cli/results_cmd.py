@@ -15,6 +15,8 @@ from worker.cli.common import CommandError, database_error, engine_for, settings
 from worker.cli.output import OutputFormat, write_rows
 from worker.cli.when import parse_when
 
+# A 64-bit SQL LIMIT; larger numbers mean "all", which is --limit 0.
+MAX_LIMIT = 2**63 - 1
 TABLE_COLUMNS = (
     "scan_id",
     "received_at",
@@ -29,13 +31,13 @@ TABLE_COLUMNS = (
 )
 
 
-def _when(value: str | None) -> datetime | None:
+def _when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
         return parse_when(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def results(
@@ -70,7 +72,8 @@ def results(
         str | None, typer.Option(help="Only results made by this model version.")
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=0, help="At most this many rows, newest first; 0 for all.")
+        int,
+        typer.Option(min=0, max=MAX_LIMIT, help="At most this many rows, newest first; 0 for all."),
     ] = 100,
     output_format: Annotated[
         OutputFormat,
@@ -92,8 +95,8 @@ def results(
     """
     settings = settings_or_fail()
     filters = ResultFilter(
-        since=_when(since),
-        until=_when(until),
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
         status=status,
         label=label,
         min_probability=min_probability,

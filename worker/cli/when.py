@@ -22,7 +22,13 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     age = _AGE.match(text.strip().lower())
     if age:
-        return now - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+        except OverflowError:
+            raise ValueError(
+                f"{text!r} reaches before the year 1: give an age of at most a few "
+                "thousand years, such as 24h, 7d or 520w"
+            ) from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

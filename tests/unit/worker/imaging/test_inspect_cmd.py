@@ -19,7 +19,7 @@ from worker.cli.inspect_cmd import inspect
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     """The command on its own app, with settings from a clean environment in tmp_path."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CXR_PSEUDONYM_KEY", "test key")
+    monkeypatch.setenv("CXR_PSEUDONYM_KEY", "test key for inspect, 32 bytes or more")
     monkeypatch.delenv("CXR_CHEST_BODY_PARTS", raising=False)
     application = typer.Typer()
     # A callback keeps "inspect" a subcommand, as on the real multi-command app.
