@@ -29,12 +29,12 @@ from tests.integration.pacs.conftest import (
 )
 from tests.processes import wait_until
 from tests.tiny_model import register_model
+from worker.filing import Filing
 from worker.imaging import DecodeOptions
 from worker.inference import ModelCache
 from worker.pacs.aet import Destination
 from worker.pacs.report import DISCLAIMER
 from worker.pacs.sending import ReportConfig, send_due_reports
-from worker.filing import Filing
 from worker.screening import ScreeningContext, screen_batch
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from db.models import Prediction, Scan, ScanStatus
 from db.scans import record_scan
 from db.session import session_scope
 from tests.tiny_model import register_model
+from worker.filing import Filing
 from worker.imaging import DecodeOptions
 from worker.inference import LoadedModel, ModelCache, NonFiniteOutputError
-from worker.filing import Filing
 from worker.screening import (
     Prepared,
     ScreeningContext,
