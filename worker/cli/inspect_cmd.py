@@ -89,7 +89,7 @@ def inspect(
     failed: broken). Uses the same limits as the worker (CXR_MAX_FILE_MB, CXR_MAX_PIXELS,
     CXR_CHEST_BODY_PARTS). Exits 1 when any file would not be screened.
     """
-    options = decode_options(settings_or_fail())
+    options = decode_options(settings_or_fail(), create_key=False)
     if preview is not None:
         preview.mkdir(parents=True, exist_ok=True)
     findings = [

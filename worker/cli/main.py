@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -42,8 +43,15 @@ app.add_typer(models_app, name="models")
 app.command("watch")(watch)
 
 
+# Every file and folder the service creates (databases, the broker file, archived and
+# quarantined scans, reasons, keys, reports) holds or points at patient data: never
+# world-readable, whatever the login shell's umask.
+SERVICE_UMASK = 0o027
+
+
 def main() -> None:
     """Run the CLI; problems a person can fix are one line on stderr and exit status 2."""
+    os.umask(SERVICE_UMASK | os.umask(SERVICE_UMASK))
     try:
         app()
     except CommandError as exc:

@@ -51,7 +51,7 @@ def load_or_create_key(path: Path) -> bytes:
 
 def _read_key(path: Path) -> bytes:
     key = path.read_bytes()
-    if len(key) < KEY_BYTES // 2:
+    if len(key) < KEY_BYTES:
         raise ValueError(
             f"{path} holds {len(key)} bytes, too short for a pseudonym key; delete it to "
             "generate a new one (patient references will change) or set CXR_PSEUDONYM_KEY"
