@@ -48,7 +48,13 @@ def test_every_cxr_screen_command_is_one_the_cli_accepts(compose: dict[str, Any]
 
 def test_secrets_come_from_the_environment_and_fail_fast(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "CXR_PSEUDONYM_KEY", "FLOWER_BASIC_AUTH"):
+    for secret in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "CXR_PSEUDONYM_KEY",
+        "FLOWER_USER",
+        "FLOWER_PASSWORD",
+    ):
         assert f"${{{secret}:?" in text, f"{secret} must be required with ${{VAR:?}}"
     assert "ports" not in compose["services"]["redis"], "Redis must not be published"
     assert compose["services"]["beat"].get("deploy", {}).get("replicas", 1) == 1
@@ -65,3 +71,21 @@ def test_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None
         assert depends["redis"]["condition"] == "service_healthy"
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
+
+
+def test_no_secret_is_on_a_command_line(compose: dict[str, Any]) -> None:
+    """`ps` shows every process's argv to every user of the host: secrets go by environment."""
+    for name, service in compose["services"].items():
+        command = service.get("command") or []
+        argv = command if isinstance(command, list) else [command]
+        for arg in argv:
+            # A shell may set variables (export X=...) and feed stdin with builtins; what
+            # it runs must carry none.
+            executed = str(arg).split("exec", 1)[-1].split("|", 1)[-1]
+            for secret in ("PASSWORD", "BASIC_AUTH", "PSEUDONYM_KEY", "@redis", "@postgres"):
+                assert secret not in executed, f"{name}: {secret} on the command line: {arg}"
+        check = service.get("healthcheck", {}).get("test", [])
+        assert "PASSWORD" not in " ".join(map(str, check)), f"{name}: secret in healthcheck"
+    flower = compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert ":?" in flower.split("}:")[0], "the user is required"
+    assert ":?" in flower.split("}:")[1], "the password is required, not just the colon"
