@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -186,6 +187,14 @@ class ModelVersion(Base):
 
     __table_args__ = (
         CheckConstraint("threshold >= 0 AND threshold <= 1", name="threshold_is_probability"),
+        # At most one model in service, enforced by the database (revision 0005).
+        Index(
+            "uq_model_versions_one_active",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
     )
 
 
