@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from types import FrameType
 
@@ -12,6 +13,8 @@ from worker.logs import configure_logging
 from worker.pacs import quiet_pynetdicom
 from worker.pacs.errors import ReceiverError
 from worker.pacs.scp import ANY_AE, Receiver, ReceiverConfig
+from worker.pacs.tls import server_context
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ def receive() -> None:
         allowed_aes=settings.dicom_allowed_aes,
         inbox=settings.inbox,
         timeout=settings.dicom_timeout_s,
+        max_instance_bytes=int(settings.max_file_mb * 1024**2),
+        ssl_context=_tls(settings),
     )
     receiver = Receiver(config)
     stop = threading.Event()
@@ -52,12 +57,13 @@ def receive() -> None:
         raise CommandError(str(exc)) from None
     allowed = "any" if ANY_AE in config.allowed_aes else ", ".join(config.allowed_aes)
     log.info(
-        "receiving DICOM as %s on %s:%d into %s (calling AE titles allowed: %s)",
+        "receiving DICOM as %s on %s:%d into %s (calling AE titles allowed: %s; %s)",
         config.ae_title,
         config.bind_address,
         config.port,
         config.inbox.resolve(),
         allowed,
+        _tls_mode(settings),
     )
     try:
         # Signal handlers run in this thread between waits; the server's threads serve.
@@ -66,3 +72,23 @@ def receive() -> None:
     finally:
         log.info("DICOM receiver stopping")
         receiver.stop()
+
+
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    """The receiver's TLS context when CXR_DICOM_TLS_CERT/KEY are set, else None."""
+    if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
+        return None
+    try:
+        return server_context(
+            settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca
+        )
+    except ReceiverError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _tls_mode(settings: Settings) -> str:
+    if settings.dicom_tls_cert is None:
+        return "plain TCP: the AE title is not authentication, see README Security"
+    if settings.dicom_tls_ca is None:
+        return "TLS"
+    return "TLS, client certificates required"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import ssl
+import threading
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -91,6 +93,8 @@ class ReceiverConfig:
     allowed_aes: tuple[str, ...]
     inbox: Path
     timeout: float
+    max_instance_bytes: int = 512 * 1024**2
+    ssl_context: ssl.SSLContext | None = None
 
 
 def _failure(code: int, comment: str) -> Dataset:
@@ -105,15 +109,64 @@ def inbox_path(inbox: Path, *, study_uid: str, sop_uid: str) -> Path:
     return inbox / study_uid / f"{sop_uid}.dcm"
 
 
-def handle_store(event: Event, inbox: Path) -> int | Dataset:
+class InstanceSizeGuard:
+    """Abort an association whose current instance passes the size cap while it arrives.
+
+    pynetdicom gathers a whole C-STORE data set in memory before the handler sees it;
+    counting the P-DATA bytes as they come keeps a sender from filling memory with one
+    endless instance. The count restarts after each stored instance.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._received: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def on_data(self, event: Event) -> None:
+        """EVT_DATA_RECV: add the bytes; abort once the instance is over the cap."""
+        key = id(event.assoc)
+        with self._lock:
+            total = self._received.get(key, 0) + len(event.data)
+            self._received[key] = total
+        # A little room for the command set and PDU headers around the data set.
+        if total > self.limit + 64 * 1024:
+            log.warning(
+                "aborting the association from %s: an instance passed the size cap of "
+                "%d MB (CXR_MAX_FILE_MB)",
+                event.assoc.requestor.ae_title,
+                self.limit // 1024**2,
+            )
+            self.reset(event)
+            event.assoc.abort()
+
+    def reset(self, event: Event) -> None:
+        """Start counting the next instance (or forget a closed association)."""
+        with self._lock:
+            self._received.pop(id(event.assoc), None)
+
+
+def handle_store(
+    event: Event, inbox: Path, guard: InstanceSizeGuard | None = None
+) -> int | Dataset:
     """Write one received instance into the inbox as sent (no decode, no re-encode)."""
     request = cast(C_STORE, event.request)  # this handler is bound to EVT_C_STORE only
     sop_uid = str(request.AffectedSOPInstanceUID or "")
     calling = event.assoc.requestor.ae_title
+    if guard is not None:
+        guard.reset(event)
     if not is_uid(sop_uid):
         log.warning("refused an instance from %s: malformed SOP Instance UID", calling)
         return _failure(CANNOT_UNDERSTAND, "malformed Affected SOP Instance UID")
     data = event.encoded_dataset(include_meta=True)
+    if guard is not None and len(data) > guard.limit:
+        log.warning(
+            "refused SOP %s from %s: %d bytes, over the cap of %d MB (CXR_MAX_FILE_MB)",
+            sop_uid,
+            calling,
+            len(data),
+            guard.limit // 1024**2,
+        )
+        return _failure(OUT_OF_RESOURCES, "instance over the size cap")
     try:
         header = dcmread(
             BytesIO(data),
@@ -199,12 +252,16 @@ class Receiver:
             )
         self.config.inbox.mkdir(parents=True, exist_ok=True)
         address = (self.config.bind_address, self.config.port)
+        guard = InstanceSizeGuard(self.config.max_instance_bytes)
         try:
             self._server = self._ae.start_server(
                 address,
                 block=False,
+                ssl_context=self.config.ssl_context,
                 evt_handlers=[
-                    (evt.EVT_C_STORE, handle_store, [self.config.inbox]),
+                    (evt.EVT_C_STORE, handle_store, [self.config.inbox, guard]),
+                    (evt.EVT_DATA_RECV, guard.on_data),
+                    (evt.EVT_CONN_CLOSE, guard.reset),
                     (evt.EVT_REQUESTED, _log_request, [self.config.allowed_aes]),
                 ],
             )
