@@ -1,10 +1,12 @@
-"""Items 10 and 11: nothing is retried forever, and outages spend no attempt."""
+"""Item 11: outages spend no attempt, and retries are capped and bounded.
+
+Item 10 (names that are not UTF-8) is tested with the watcher's fixtures in
+tests/integration/watcher/test_hostile_names.py."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -13,35 +15,11 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Scan, ScanStatus
+from db.models import Scan
 from db.scans import claim_scans, record_scan, release_scans
 from db.session import session_scope
-from tests.integration.watcher.conftest import Stack, running
-from tests.processes import wait_until
 from worker import tasks
 from worker.screening import ScreeningContext, screen_batch
-
-pytest_plugins = ["tests.integration.watcher.conftest"]
-
-
-def test_item10_a_file_whose_name_is_not_utf8_is_taken_under_an_escaped_name(
-    stack: Stack, shared_data: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    jpeg = sorted((shared_data / "chest_xray_fullres").rglob("*.jpeg"))[0]
-    raw_name = b"scan-\xff\xfe.jpeg"
-    with running(stack) as live:
-        target = os.path.join(os.fsencode(stack.inbox), raw_name)  # noqa: PTH118 - bytes
-        shutil.copyfile(jpeg, target)
-        wait_until(lambda: len(stack.scans()) == 1, timeout=30, what="the scan to be recorded")
-        live.assert_alive()
-    [scan] = stack.scans()
-    assert scan.status is ScanStatus.QUEUED
-    assert Path(scan.source_path).name == "scan-%FF%FE.jpeg"
-    assert Path(scan.source_path).read_bytes() == jpeg.read_bytes()
-    assert scan.sha256 == hashlib.sha256(jpeg.read_bytes()).hexdigest()
-    assert not os.path.exists(target), "renamed, not copied"  # noqa: PTH110 - bytes
-    assert "its name is not valid UTF-8" in caplog.text
-    assert "could not take" not in caplog.text, "never retried in a loop"
 
 
 def test_item11_a_database_outage_mid_batch_spends_no_attempt(
