@@ -10,6 +10,7 @@ from celery.schedules import crontab
 from kombu.entity import Queue
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
+from db.session import private_sqlite_file
 from worker.settings import Settings
 
 SCREENING_QUEUE = "screening"
@@ -81,6 +82,8 @@ def create_app(
     embedded = _embedded_broker_path(settings.broker_url)
     if embedded is not None:
         embedded.parent.mkdir(parents=True, exist_ok=True)
+        # kombu creates the file itself; made first, it is owner-only like the results db.
+        private_sqlite_file(embedded)
     app = Celery("cxr-screen", broker=settings.broker_url, include=list(include))
     transport_options: dict[str, Any]
     if embedded is not None:

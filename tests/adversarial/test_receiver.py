@@ -109,4 +109,30 @@ def test_item14_an_instance_over_the_size_cap_is_refused_and_not_stored(
         service.stop(timeout=20)
     assert sent.returncode != 0 or "0xa7" in (sent.stdout + sent.stderr).lower()
     assert not list((tmp_path / "inbox").rglob("*.dcm"))
-    assert "size cap" in service.output()
+    # Once, although the reader drains the rest of what the sender had already sent.
+    assert service.output().count("aborting the association from STORESCU") == 1
+    assert "size cap of 0.05 MB (CXR_MAX_FILE_MB)" in service.output()
+
+
+def test_item14_an_instance_just_over_the_cap_gets_out_of_resources(
+    dicom_dir: Path, tmp_path: Path
+) -> None:
+    """Over the cap but within one PDU's slack: the C-STORE itself is refused (0xA700)."""
+    port = free_port()
+    env = {
+        **receiver_env(tmp_path / "inbox", port, SENDER_AE),
+        "CXR_MAX_FILE_MB": "0.1",
+        "CXR_PSEUDONYM_KEY": "adversarial-test-pseudonym-key-0123",
+    }
+    file = dicom_dir / "cr_chest_sc_jpeg_baseline.dcm"
+    assert 0.1 * 1024**2 < file.stat().st_size < 0.1 * 1024**2 + 64 * 1024
+    service = Service(["receive"], cwd=tmp_path, env=env, log=tmp_path / "receive.log")
+    try:
+        service.wait_for_log("receiving DICOM as", timeout=60)
+        sent = _send(port, file, "--verbose")  # prints the response status
+    finally:
+        service.stop(timeout=20)
+    answer = (sent.stdout + sent.stderr).lower()
+    assert "received store response (refused: outofresources)" in answer, answer
+    assert not list((tmp_path / "inbox").rglob("*.dcm"))
+    assert "over the size cap of 0.1 MB (CXR_MAX_FILE_MB)" in service.output()

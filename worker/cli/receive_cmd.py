@@ -27,8 +27,11 @@ def receive() -> None:
     2000 and RLE transfer syntaxes, from the calling AE titles in
     CXR_DICOM_ALLOWED_AES only (others are refused at association). Each instance is
     written as sent to `INBOX/<Study Instance UID>/<SOP Instance UID>.dcm`, complete or
-    not at all, and the watcher takes it from there. Answers C-ECHO. Stop with Ctrl-C
-    or SIGTERM.
+    not at all, and the watcher takes it from there; one sent again with the same UIDs
+    is kept beside the first (`<SOP Instance UID>.<sha12>.dcm`), never over it. An
+    instance over CXR_MAX_FILE_MB is refused. With CXR_DICOM_TLS_CERT and
+    CXR_DICOM_TLS_KEY it speaks DICOM TLS only (and CXR_DICOM_TLS_CA requires client
+    certificates). Answers C-ECHO. Stop with Ctrl-C or SIGTERM.
     """
     settings = settings_or_fail()
     configure_logging(settings.log_level)

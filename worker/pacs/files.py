@@ -24,6 +24,8 @@ def write_atomically(target: Path, data: bytes) -> None:
     The bytes go to a hidden `.part` file beside the target (ignored by the watcher),
     are flushed to disk, then renamed over the target in one step; the folder entries
     are flushed too, so a crash leaves the old state or the whole file, never half.
+    It replaces `target`: only for files the service derives itself (reports), never
+    for received scans, which go through `publish_new`.
     """
     folder = target.parent
     new_folder = not folder.exists()
@@ -47,15 +49,30 @@ def write_atomically(target: Path, data: bytes) -> None:
 
 
 def publish_new(target: Path, data: bytes) -> Path:
-    """Write `data` at `target`, or beside it when that name holds other bytes; never replace.
+    """Write `data` at `target`, or beside it when that name is taken; never replace a file.
 
     A PACS may send a corrected instance under the same SOP Instance UID while the first
     is still waiting in the inbox: both are kept, the second as `<sop>.<sha12>.dcm`
-    (visible, so the watcher takes it). Bytes identical to those at `target` are written
-    beside too, under the same `<sop>.<sha12>.dcm` name once, so the watcher records the
-    re-send as a duplicate of the scan instead of it vanishing unrecorded. The bytes go
-    to a hidden fsynced `.part` file, then are hard-linked into place, which fails rather
-    than replace a file that appeared meanwhile.
+    (then `<sop>.<sha12>.2.dcm`... if that name holds other bytes). These names stay
+    visible to the watcher (no leading dot, no temporary suffix) and fit in 255 bytes
+    (a UID has at most 64 characters).
+
+    A re-send of bytes identical to those at `target` is written beside as well, rather
+    than dropped: the watcher then records it as a duplicate of the scan (and files it
+    with the duplicates), so every re-send a PACS made leaves a trace. While a copy of
+    the same bytes is still waiting beside, a further identical re-send writes nothing
+    and returns that copy (the caller logs it): a sender retrying in a loop cannot fill
+    the inbox with one instance.
+
+    The bytes go to a hidden, fsynced `.part` file, then are hard-linked to the name:
+    `os.link` fails rather than replace a file that appeared meanwhile. The folder is
+    fsynced afterwards, so a published file survives a crash.
+
+    Returns:
+        The path the bytes are at.
+
+    Raises:
+        OSError: the inbox cannot be written, or 99 names beside `target` are taken.
     """
     digest = hashlib.sha256(data).hexdigest()
     folder = target.parent
@@ -91,6 +108,7 @@ def publish_new(target: Path, data: bytes) -> Path:
 
 def _same_bytes(path: Path, digest: str) -> bool:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == digest
     except OSError:
-        return False
+        return False  # unreadable or gone: not a copy to rely on, take the next name

@@ -105,7 +105,10 @@ def _failure(code: int, comment: str) -> Dataset:
 
 
 def inbox_path(inbox: Path, *, study_uid: str, sop_uid: str) -> Path:
-    """`inbox/<Study Instance UID>/<SOP Instance UID>.dcm`: the same instance twice is one file."""
+    """`inbox/<Study Instance UID>/<SOP Instance UID>.dcm`: where an instance goes first.
+
+    A second instance with the same UIDs is kept beside it (see `publish_new`).
+    """
     return inbox / study_uid / f"{sop_uid}.dcm"
 
 
@@ -113,13 +116,19 @@ class InstanceSizeGuard:
     """Abort an association whose current instance passes the size cap while it arrives.
 
     pynetdicom gathers a whole C-STORE data set in memory before the handler sees it;
-    counting the P-DATA bytes as they come keeps a sender from filling memory with one
-    endless instance. The count restarts after each stored instance.
+    counting the P-DATA bytes as they come (EVT_DATA_RECV, one event per PDU, in the
+    association's reader thread) keeps a sender from filling memory with one endless
+    instance: at most the cap and one PDU are held. The count restarts after each
+    stored instance.
     """
+
+    # Room for the command set and the PDU headers around the data set.
+    SLACK_BYTES = 64 * 1024
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._received: dict[int, int] = {}
+        self._aborted: set[int] = set()
         self._lock = threading.Lock()
 
     def on_data(self, event: Event) -> None:
@@ -128,21 +137,34 @@ class InstanceSizeGuard:
         with self._lock:
             total = self._received.get(key, 0) + len(event.data)
             self._received[key] = total
-        # A little room for the command set and PDU headers around the data set.
-        if total > self.limit + 64 * 1024:
+            first = total > self.limit + self.SLACK_BYTES and key not in self._aborted
+            if first:
+                # The reader goes on draining what the sender had already sent: one
+                # abort and one log line per association, not one per PDU.
+                self._aborted.add(key)
+        if first:
             log.warning(
                 "aborting the association from %s: an instance passed the size cap of "
-                "%d MB (CXR_MAX_FILE_MB)",
+                "%s MB (CXR_MAX_FILE_MB)",
                 event.assoc.requestor.ae_title,
-                self.limit // 1024**2,
+                _megabytes(self.limit),
             )
-            self.reset(event)
             event.assoc.abort()
 
     def reset(self, event: Event) -> None:
-        """Start counting the next instance (or forget a closed association)."""
+        """Start counting the next instance (EVT_C_STORE)."""
         with self._lock:
             self._received.pop(id(event.assoc), None)
+
+    def forget(self, event: Event) -> None:
+        """EVT_CONN_CLOSE: drop what is known of a closed association."""
+        with self._lock:
+            self._received.pop(id(event.assoc), None)
+            self._aborted.discard(id(event.assoc))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024**2:.3g}"
 
 
 def handle_store(
@@ -160,11 +182,11 @@ def handle_store(
     data = event.encoded_dataset(include_meta=True)
     if guard is not None and len(data) > guard.limit:
         log.warning(
-            "refused SOP %s from %s: %d bytes, over the cap of %d MB (CXR_MAX_FILE_MB)",
+            "refused SOP %s from %s: %d bytes, over the size cap of %s MB (CXR_MAX_FILE_MB)",
             sop_uid,
             calling,
             len(data),
-            guard.limit // 1024**2,
+            _megabytes(guard.limit),
         )
         return _failure(OUT_OF_RESOURCES, "instance over the size cap")
     try:
@@ -261,7 +283,7 @@ class Receiver:
                 evt_handlers=[
                     (evt.EVT_C_STORE, handle_store, [self.config.inbox, guard]),
                     (evt.EVT_DATA_RECV, guard.on_data),
-                    (evt.EVT_CONN_CLOSE, guard.reset),
+                    (evt.EVT_CONN_CLOSE, guard.forget),
                     (evt.EVT_REQUESTED, _log_request, [self.config.allowed_aes]),
                 ],
             )

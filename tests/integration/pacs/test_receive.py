@@ -159,3 +159,60 @@ def test_receive_says_when_its_port_is_taken(receiver: RunningReceiver, tmp_path
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{receiver.port}" in out.stderr
     assert "CXR_DICOM_PORT" in out.stderr
+
+
+def _corrected_resend(first: Path, other: Path, path: Path) -> Path:
+    """`other`'s pixels under `first`'s Study/Series/SOP Instance UIDs: a corrected re-send."""
+    original = dcmread(first)
+    corrected = dcmread(other)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(corrected, keyword, getattr(original, keyword))
+    corrected.file_meta.MediaStorageSOPInstanceUID = original.SOPInstanceUID
+    corrected.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_item1_a_corrected_resend_is_kept_beside_the_first_never_over_it(
+    receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13 item 1: the same SOP Instance UID with other pixels must not replace the first."""
+    first = dicom_dir / "dx_chest_pa_mono1_inverse_plut_j2k.dcm"
+    corrected = _corrected_resend(
+        first, dicom_dir / "cr_chest_pa_mono1_j2k_lossless.dcm", tmp_path / "corrected.dcm"
+    )
+    header = dcmread(first, stop_before_pixels=True)
+    folder = receiver.inbox / str(header.StudyInstanceUID)
+    target = folder / f"{header.SOPInstanceUID}.dcm"
+
+    assert _storescu([first], receiver.port, tmp_path=tmp_path).returncode == 0
+    [stored_first] = receiver.files()
+    assert stored_first == target
+    first_bytes = target.read_bytes()  # as received: what the scan's SHA-256 will be of
+
+    assert _storescu([corrected], receiver.port, tmp_path=tmp_path).returncode == 0
+    files = receiver.files()
+    assert len(files) == 2, files
+    assert target.read_bytes() == first_bytes, "the first instance was overwritten"
+    [beside] = [p for p in files if p != target]
+    second_bytes = beside.read_bytes()
+    received = dcmread(beside)
+    assert received.SOPInstanceUID == header.SOPInstanceUID
+    assert received.PixelData.rstrip(b"\0") == dcmread(corrected).PixelData.rstrip(b"\0")
+    assert received.PixelData != dcmread(target).PixelData
+    assert beside.name.startswith(f"{header.SOPInstanceUID}.")
+    assert beside.suffix == ".dcm"
+    assert len(beside.name.encode()) <= 255
+    assert not beside.name.startswith(".")
+
+    # An identical re-send of the first is kept beside too (the watcher records it as a
+    # duplicate); one of the second, whose copy is still waiting, adds nothing (see
+    # publish_new). Still nothing is replaced.
+    for sent in (first, corrected):
+        assert _storescu([sent], receiver.port, tmp_path=tmp_path).returncode == 0
+    contents = sorted(p.read_bytes() for p in receiver.files())
+    assert contents == sorted([first_bytes, first_bytes, second_bytes])
+    assert target.read_bytes() == first_bytes
+    assert beside.read_bytes() == second_bytes
+    assert all(not p.name.startswith(".") for p in folder.iterdir()), "no temporary left"
+    log = receiver.service.output()
+    assert log.count(f"received SOP {header.SOPInstanceUID} from {SENDER_AE} again") == 3
