@@ -216,7 +216,8 @@ class Settings(BaseSettings):
             url = make_url(value)
         except ArgumentError as exc:
             raise ValueError(
-                f"{value!r} is not a database URL; use sqlite:///path/to.db or "
+                # Never the value itself: it may carry a password.
+                "the value is not a database URL; use sqlite:///path/to.db or "
                 "postgresql+psycopg://user:password@host:5432/dbname"
             ) from exc
         if url.get_backend_name() not in SUPPORTED_DATABASES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,113 @@ def test_no_secret_is_on_a_command_line(compose: dict[str, Any]) -> None:
     flower = compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
     assert ":?" in flower.split("}:")[0], "the user is required"
     assert ":?" in flower.split("}:")[1], "the password is required, not just the colon"
+
+
+# --- secrets, read the way compose reads them --------------------------------------------
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "CXR_PSEUDONYM_KEY",
+    "FLOWER_USER",
+    "FLOWER_PASSWORD",
+)
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+# Shell builtins: a secret they expand never becomes another process's argument.
+_BUILTINS = ("printf", "export", "echo", "test", "[")
+
+
+class UnsetVariableError(Exception):
+    """A `${VAR:?message}` guard refused the environment."""
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """`value` as compose substitutes it: `$$`, `${V}`, `${V:-d}`, `${V-d}`, `${V:?e}`, `${V?e}`."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, argument = match.groups()
+        found = env.get(name)
+        missing = found is None or (found == "" and operator is not None and operator[0] == ":")
+        if operator is not None and operator.endswith("?") and missing:
+            raise UnsetVariableError(f"{name}: {argument}")
+        if operator is not None and operator.endswith("-") and missing:
+            return str(argument)
+        return found or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def _argvs(service: dict[str, Any]) -> list[str]:
+    """Every string that becomes a process's arguments: command, entrypoint, healthcheck."""
+    found: list[str] = []
+    for key in ("command", "entrypoint"):
+        value = service.get(key) or []
+        found.extend(map(str, value if isinstance(value, list) else [value]))
+    found.extend(map(str, service.get("healthcheck", {}).get("test", [])))
+    return found
+
+
+def _secret_env() -> dict[str, str]:
+    return {name: f"sentinel-{name.lower()}-value" for name in SECRETS}
+
+
+def test_no_secret_value_reaches_a_command_line_once_interpolated(compose: dict[str, Any]) -> None:
+    env = _secret_env()
+    interpolated = _interpolate(compose, env)
+    for name, service in interpolated["services"].items():
+        for arg in _argvs(service):
+            for secret, value in env.items():
+                assert value not in arg, f"{name}: {secret}'s value on a command line: {arg}"
+    for name, service in compose["services"].items():
+        for arg in _argvs(service):
+            assert not re.search(r"\$\{[A-Z_]*(PASSWORD|KEY|AUTH|SECRET|TOKEN|USER)", arg), (
+                f"{name}: compose would write a secret into the command line: {arg}"
+            )
+
+
+def test_a_shell_expands_secrets_only_in_builtins(compose: dict[str, Any]) -> None:
+    """`sh -c '... $$SECRET ...'`: only a builtin (printf into a pipe) may see the value."""
+    for name, service in compose["services"].items():
+        for arg in _argvs(service):
+            for segment in re.split(r"[;|]|&&|\|\|", arg):
+                if re.search(r"\$\$\{?[A-Z_]*(PASSWORD|KEY|AUTH|SECRET|TOKEN)", segment):
+                    first = segment.split()[0] if segment.split() else ""
+                    assert first in _BUILTINS, f"{name}: {first} gets a secret: {segment}"
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_every_secret_is_guarded_unset_and_empty(compose: dict[str, Any], secret: str) -> None:
+    for value in (None, ""):
+        env = _secret_env()
+        if value is None:
+            del env[secret]
+        else:
+            env[secret] = value
+        with pytest.raises(UnsetVariableError, match=secret):
+            _interpolate(compose, env)
+
+
+def test_flower_needs_a_password_and_takes_the_broker_from_its_environment(
+    compose: dict[str, Any],
+) -> None:
+    # The issue: FLOWER_BASIC_AUTH=admin: passed `${FLOWER_BASIC_AUTH:?}`.
+    env = {**_secret_env(), "FLOWER_USER": "admin", "FLOWER_PASSWORD": ""}
+    with pytest.raises(UnsetVariableError, match="FLOWER_PASSWORD"):
+        _interpolate(compose, env)
+    env = {**_secret_env(), "FLOWER_BASIC_AUTH": "admin:", "FLOWER_PASSWORD": ""}
+    with pytest.raises(UnsetVariableError, match="FLOWER_PASSWORD"):
+        _interpolate(compose, env)
+    flower = _interpolate(compose, _secret_env())["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == (
+        "sentinel-flower_user-value:sentinel-flower_password-value"
+    )
+    broker = flower["environment"]["CELERY_BROKER_URL"]
+    assert broker == "redis://:sentinel-redis_password-value@redis:6379/0"
+    assert flower["command"][0] == "celery", "no shell between compose and Flower"

@@ -14,7 +14,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from db.migrate import current_revision, head_revision
 from db.models import ModelStatus, ModelVersion
 from db.session import make_engine, make_session_factory
-from worker.cli.common import redacted, settings_or_fail
+from worker.cli.common import redacted, scrubbed, settings_or_fail
+from worker.cli.output import printable
 from worker.settings import Settings
 
 
@@ -60,13 +61,16 @@ def _database(settings: Settings) -> list[Finding]:
             )
         return findings
     except (OperationalError, ProgrammingError) as exc:
-        return [Finding("database", False, f"{where}: {str(exc.orig).splitlines()[0]}")]
+        lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+        detail = scrubbed(lines[0], settings.database_url)
+        return [Finding("database", False, f"{where}: {detail}")]
     finally:
         engine.dispose()
 
 
 def _broker(settings: Settings) -> Finding:
-    where = redacted(settings.broker_url) if "://" in settings.broker_url else "?"
+    # Never the URL as given: it may carry the broker's password (so may a driver's error).
+    where = redacted(settings.broker_url)
     if settings.broker_url.startswith("sqla+sqlite:///"):
         Path(settings.broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
@@ -75,7 +79,7 @@ def _broker(settings: Settings) -> Finding:
         with Connection(settings.broker_url, connect_timeout=5) as connection:  # type: ignore[no-untyped-call]
             connection.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:  # noqa: BLE001 - every transport raises its own kind
-        return Finding("broker", False, f"{where}: {exc}")
+        return Finding("broker", False, f"{where}: {scrubbed(str(exc), settings.broker_url)}")
     return Finding("broker", True, f"{where} reachable")
 
 
@@ -114,6 +118,6 @@ def check(
         if finding.ok and quiet:
             continue
         mark = "ok  " if finding.ok else ("FAIL" if finding.fatal else "warn")
-        typer.echo(f"{mark} {finding.name:<10} {finding.detail}", err=not finding.ok)
+        typer.echo(printable(f"{mark} {finding.name:<10} {finding.detail}"), err=not finding.ok)
     if any(not f.ok and f.fatal for f in findings):
         raise typer.Exit(1)

@@ -15,7 +15,7 @@ from pydicom.uid import UID
 from rich.console import Console
 from rich.table import Table
 
-from worker.cli.common import settings_or_fail
+from worker.cli.common import CommandError, settings_or_fail
 from worker.cli.output import inert
 from worker.errors import ScreeningError, TransientError
 from worker.imaging import (
@@ -25,8 +25,11 @@ from worker.imaging import (
     read_metadata,
     to_model_input,
 )
+from worker.imaging.pseudonym import PseudonymKeyError
 
 ACCEPTED = "accepted"
+# 255 bytes per file name, less `0000_` and `.png` (and room for a longer index).
+PREVIEW_STEM_BYTES = 240
 
 
 class InspectFormat(enum.StrEnum):
@@ -88,15 +91,26 @@ def inspect(
     errors give the status the worker would record (rejected: valid but out of scope;
     failed: broken). Uses the same limits as the worker (CXR_MAX_FILE_MB, CXR_MAX_PIXELS,
     CXR_CHEST_BODY_PARTS). Exits 1 when any file would not be screened.
+
+    It never writes a pseudonym key: with neither CXR_PSEUDONYM_KEY nor the service's
+    var/pseudonym.key, patient references use a throw-away key (and differ from the
+    service's). File names and header values are printed as text (markup as typed,
+    control characters escaped); the JSON keeps them exact, JSON-escaped.
     """
-    options = decode_options(settings_or_fail(), create_key=False)
+    try:
+        # Never writes a key: without one, a throw-away key is used (and said so).
+        options = decode_options(settings_or_fail(), create_key=False)
+    except PseudonymKeyError as exc:
+        raise CommandError(str(exc)) from None
     if preview is not None:
         preview.mkdir(parents=True, exist_ok=True)
     findings = [
         _inspect_file(path, options, preview, index) for index, path in enumerate(_expand(files))
     ]
     if format is InspectFormat.JSON:
-        sys.stdout.write(json.dumps([f.to_dict() for f in findings], indent=2) + "\n")
+        # ensure_ascii: control characters in names and header values travel as \\uXXXX.
+        document = [f.to_dict() for f in findings]
+        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=True) + "\n")
     else:
         _print_table(findings)
     if not findings or any(f.outcome != ACCEPTED for f in findings):
@@ -126,7 +140,7 @@ def _inspect_file(path: Path, options: DecodeOptions, preview: Path | None, inde
     )
     if preview is not None:
         # The index keeps two scan.dcm from different folders apart.
-        finding.preview = preview / f"{index:04d}_{path.stem}.png"
+        finding.preview = preview / f"{index:04d}_{_fitting(path.stem)}.png"
         Image.fromarray(to_model_input(radiograph)).save(finding.preview)
     return finding
 
@@ -171,6 +185,13 @@ def _print_table(findings: list[Finding]) -> None:
     # Piped into a file or `less`, a terminal's 80 columns would fold every cell.
     width = None if sys.stdout.isatty() else 200
     Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
+
+
+def _fitting(stem: str) -> str:
+    """`stem` cut to fit a 255-byte file name with the index and `.png` around it."""
+    # "ignore": a character cut in half, or a name that is not UTF-8, is left out.
+    kept = stem.encode("utf-8", "surrogateescape")[:PREVIEW_STEM_BYTES].decode("utf-8", "ignore")
+    return kept or "preview"
 
 
 def _cell(value: object) -> str:

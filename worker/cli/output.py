@@ -16,7 +16,13 @@ from rich.text import Text
 
 # C0 and C1 control characters and DEL: an escape sequence in a file name or header value
 # must never reach the terminal (it could retitle, clear or rewrite what the reader sees).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Tab and newline stay (a cell may fold). The bidirectional overrides, isolates and marks
+# and the line separators are escaped too: they reorder what a reader sees, so that
+# `scan\u202egpj.exe` would read as `scanexe.jpg` ("Trojan Source"). Lone surrogates (a
+# file name that is not UTF-8, as Python decodes it) cannot be written to a UTF-8 stream.
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 # A CSV cell a spreadsheet would run as a formula (OWASP "CSV injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -42,6 +48,14 @@ def write_rows(
 
     CSV always starts with its header (an empty result is still a valid file); JSON
     lines carry every column; the table shows `table_columns` to fit a terminal.
+
+    Every value is inert text, whoever chose it (file names come from whoever writes
+    into the inbox, header values from the sender): the table shows rich markup such as
+    `[/b]` as typed and control characters escaped (`\\x1b`); CSV escapes control
+    characters too and puts a `'` before a text cell starting with `=`, `+`, `-`, `@`,
+    tab or carriage return, so that a spreadsheet shows it rather than running it as a
+    formula (OWASP, "CSV injection"); JSON lines keep the exact values, JSON-escaped
+    (`\\u001b`).
     """
     out = stream or sys.stdout
     count = 0
@@ -54,11 +68,13 @@ def write_rows(
         return count
     if output_format is OutputFormat.JSONL:
         for row in rows:
-            out.write(json.dumps({k: row.get(k) for k in columns}, sort_keys=False) + "\n")
+            # ensure_ascii: control characters and every non-ASCII one travel as \\uXXXX.
+            record = {k: row.get(k) for k in columns}
+            out.write(json.dumps(record, sort_keys=False, ensure_ascii=True) + "\n")
             count += 1
         return count
     shown = list(table_columns or columns)
-    table = Table(title=title, show_lines=False)
+    table = Table(title=inert(title) if title else None, show_lines=False)
     for name in shown:
         table.add_column(name, overflow="fold")
     for row in rows:
@@ -81,13 +97,17 @@ def inert(text: str) -> Text:
 
 
 def csv_cell(value: Any) -> Any:
-    """A CSV value that a spreadsheet shows as text: a leading `'` before `=`, `+`, `-`,
-    `@`, tab or carriage return (numbers stay numbers)."""
+    """A CSV value that a spreadsheet shows as text, as OWASP advises against CSV injection.
+
+    A text cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a leading
+    `'`; control characters are shown escaped, as in the table. Numbers stay numbers.
+    """
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    if not isinstance(value, str):
+        return value
+    text = printable(value)
+    return "'" + text if value.startswith(_FORMULA_START) else text
 
 
 def _cell(value: Any) -> str:

@@ -11,12 +11,16 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from db.models import ScanStatus
 from db.results import ResultFilter, ResultRow, list_results
 from db.session import make_session_factory
-from worker.cli.common import CommandError, database_error, engine_for, settings_or_fail
+from worker.cli.common import (
+    MAX_SQL_LIMIT,
+    CommandError,
+    database_error,
+    engine_for,
+    settings_or_fail,
+)
 from worker.cli.output import OutputFormat, write_rows
 from worker.cli.when import parse_when
 
-# A 64-bit SQL LIMIT; larger numbers mean "all", which is --limit 0.
-MAX_LIMIT = 2**63 - 1
 TABLE_COLUMNS = (
     "scan_id",
     "received_at",
@@ -37,7 +41,7 @@ def _when(value: str | None, option: str) -> datetime | None:
     try:
         return parse_when(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=option) from None
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 def results(
@@ -73,7 +77,9 @@ def results(
     ] = None,
     limit: Annotated[
         int,
-        typer.Option(min=0, max=MAX_LIMIT, help="At most this many rows, newest first; 0 for all."),
+        typer.Option(
+            min=0, max=MAX_SQL_LIMIT, help="At most this many rows, newest first; 0 for all."
+        ),
     ] = 100,
     output_format: Annotated[
         OutputFormat,
@@ -92,6 +98,11 @@ def results(
     `probability` the probability of the positive class (PNEUMONIA), and `model_version`
     the model that made it. Rows without a label are still waiting, or were rejected or
     failed: `error` says why. The same rows are in the SQL view `scan_results`.
+
+    File names and header values are printed as text: markup such as `[b]` as typed,
+    control characters escaped (`\\x1b`). In CSV, a text cell that starts with `=`, `+`,
+    `-`, `@`, tab or carriage return gets a leading `'`, so that a spreadsheet shows it
+    rather than running it as a formula; JSON lines keep the exact values, JSON-escaped.
     """
     settings = settings_or_fail()
     filters = ResultFilter(

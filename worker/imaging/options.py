@@ -60,6 +60,9 @@ def decode_options(settings: Settings, *, create_key: bool = True) -> DecodeOpti
     ``var/pseudonym.key``, so patient references stay stable across restarts. With
     `create_key` false (a look at files, `cxr-screen inspect`) no key file is ever
     written: without one, a throw-away key is used and the log says so.
+
+    Raises:
+        PseudonymKeyError: the key file is shorter than 32 bytes or cannot be read.
     """
     if settings.pseudonym_key is not None:
         key = settings.pseudonym_key.get_secret_value().encode("utf-8")

@@ -10,8 +10,13 @@ import secrets
 from pathlib import Path
 
 KEY_FILE_NAME = "pseudonym.key"
+# Shorter HMAC keys can be guessed: the same floor as CXR_PSEUDONYM_KEY (settings).
 KEY_BYTES = 32
 REF_HEX_CHARS = 32
+
+
+class PseudonymKeyError(ValueError):
+    """The key file cannot be used (too short, unreadable); the message says how to fix it."""
 
 
 def patient_ref(key: bytes, patient_id: str | None, issuer: str | None) -> str | None:
@@ -29,9 +34,12 @@ def patient_ref(key: bytes, patient_id: str | None, issuer: str | None) -> str |
 def load_or_create_key(path: Path) -> bytes:
     """Read the pseudonym key at `path`, creating a random one on first use.
 
-    Several workers may start at once: the key is written to a private temporary file
-    and hard-linked into place, which fails if another process won the race, so every
-    process ends up with the same key.
+    Several workers may start at once: the key is written to a private (0600) temporary
+    file and hard-linked into place, which fails if another process won the race, so
+    every process ends up with the same key.
+
+    Raises:
+        PseudonymKeyError: the file exists but is shorter than `KEY_BYTES` or unreadable.
     """
     if path.exists():
         return _read_key(path)
@@ -50,10 +58,17 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def _read_key(path: Path) -> bytes:
-    key = path.read_bytes()
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise PseudonymKeyError(
+            f"cannot read the pseudonym key {path}: {exc.strerror}; make it readable by the "
+            "service's user, or set CXR_PSEUDONYM_KEY"
+        ) from None
     if len(key) < KEY_BYTES:
-        raise ValueError(
-            f"{path} holds {len(key)} bytes, too short for a pseudonym key; delete it to "
-            "generate a new one (patient references will change) or set CXR_PSEUDONYM_KEY"
+        raise PseudonymKeyError(
+            f"{path} holds {len(key)} bytes, too short for a pseudonym key (at least "
+            f"{KEY_BYTES}); delete it to generate a new one (patient references will change) "
+            "or set CXR_PSEUDONYM_KEY"
         )
     return key

@@ -117,3 +117,21 @@ def test_password_never_printed(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "s3cret" not in result.stderr
     assert "***" in result.stderr
+
+
+def test_the_widest_accepted_arguments_work_on_the_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The largest --limit and the calendar's ends are accepted: each database takes them."""
+    env = {"CXR_DATABASE_URL": database_url}
+    assert run_cli("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    _seed(database_url)
+    out = run_cli(
+        "results", "--format", "jsonl", "--limit", str(2**63 - 1),
+        "--since", "0001-01-01", "--until", "9999-12-31T23:59:59", "--min-probability", "0",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["source_path"] for line in out.stdout.splitlines()] == ["inbox/a.dcm"]
+    out = run_cli("results", "--format", "jsonl", "--since", "520w", cwd=tmp_path, env=env)
+    assert len(out.stdout.splitlines()) == 2

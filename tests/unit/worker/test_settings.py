@@ -55,7 +55,7 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("CXR_DATABASE_URL", "not a url", r"CXR_DATABASE_URL: 'not a url' is not a database URL"),
+        ("CXR_DATABASE_URL", "not a url", r"CXR_DATABASE_URL: the value is not a database URL"),
         ("CXR_DATABASE_URL", "mysql://x/y", r"CXR_DATABASE_URL: database 'mysql' is not supp"),
         ("CXR_DATABASE_URL", "postgresql+asyncpg://h/d", r"CXR_DATABASE_URL: .*psycopg"),
         # The scheme only: a broker URL may carry a password, which is never repeated.

@@ -96,3 +96,20 @@ def test_missing_file_is_reported_not_raised(app: typer.Typer, tmp_path: Path) -
     (finding,) = json.loads(result.stdout)
     assert (finding["outcome"], finding["code"]) == ("failed", "unreadable")
     assert "does not exist" in finding["message"]
+
+
+def test_preview_of_a_file_with_a_long_name_fits_in_255_bytes(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    """A legal 254-byte name plus the index and `.png` would pass the file-name limit."""
+    name = "é" * 125 + ".jpg"  # 254 bytes in UTF-8
+    photo = write_jpeg(phantom(0, 255, np.uint8, 300, 300), tmp_path / name)
+    preview = tmp_path / "preview"
+
+    result = CliRunner().invoke(app, ["inspect", str(photo), "--preview", str(preview)])
+
+    assert result.exit_code == 0, result.output
+    (written,) = preview.iterdir()
+    assert len(written.name.encode()) <= 255
+    assert written.name.startswith("0000_éé")
+    assert written.suffix == ".png"
