@@ -153,7 +153,9 @@ def _screen_unrecorded(
         ]
         verdicts = iter(model.classify(np.stack([r.image for _, r in good])) if good else [])
         for path, outcome in zip(paths, prepared, strict=True):
-            row: dict[str, Any] = {"source_path": str(path), "sha256": _sha256(path)}
+            # A screened file's hash is that of the very bytes its verdict was made from.
+            digest = _sha256(path) if isinstance(outcome, ScreeningError) else outcome.sha256
+            row: dict[str, Any] = {"source_path": str(path), "sha256": digest}
             if isinstance(outcome, ScreeningError):
                 row.update(status=outcome.status.value, error=outcome.message)
             else:
