@@ -67,6 +67,20 @@ def _first_model(settings: Settings) -> None:
         )
 
 
+def children(settings: Settings) -> list[ChildSpec]:
+    """The processes `up` supervises: the DICOM receiver only when CXR_RECEIVE_ENABLED is set
+    (it listens on a port, which a site must open on purpose)."""
+    specs = [
+        ChildSpec("watcher", (*CLI, "watch")),
+        ChildSpec("worker", (*CLI, "worker", "--queues", "screening")),
+        ChildSpec("trainer", (*CLI, "worker", "--queues", "training")),
+        ChildSpec("beat", (*CLI, "beat")),
+    ]
+    if settings.receive_enabled:
+        specs.append(ChildSpec("receiver", (*CLI, "receive")))
+    return specs
+
+
 def up(
     no_train: Annotated[
         bool,
@@ -80,8 +94,9 @@ def up(
         float, typer.Option(help="Seconds to let in-flight batches finish on shutdown.")
     ] = 60.0,
 ) -> None:
-    """Run the whole service on this host: watcher, screening worker, training worker and
-    scheduler, with one combined log. Ctrl-C or SIGTERM stops everything cleanly.
+    """Run the whole service on this host: watcher, screening worker, training worker,
+    scheduler and, with CXR_RECEIVE_ENABLED, the DICOM receiver, with one combined log.
+    A child that exits is restarted. Ctrl-C or SIGTERM stops everything cleanly.
 
     On the embedded defaults (SQLite database and broker under `./var`, folders under the
     working directory) nothing else needs to be installed. The database schema is
@@ -120,7 +135,10 @@ def up(
                 f"  database: {redacted(settings.database_url)}",
                 f"  model:    {active or 'none yet: scans wait in the queue'}",
                 *(
-                    [f"  DICOM:    AE {settings.dicom_ae_title} on port {settings.dicom_port}"]
+                    [
+                        f"  DICOM:    AE {settings.dicom_ae_title} on "
+                        f"{settings.dicom_bind_address}:{settings.dicom_port}"
+                    ]
                     if settings.receive_enabled
                     else []
                 ),
@@ -128,14 +146,7 @@ def up(
             ]
         )
     )
-    supervisor = Supervisor(
-        [
-            ChildSpec("watcher", (*CLI, "watch")),
-            ChildSpec("worker", (*CLI, "worker", "--queues", "screening")),
-            ChildSpec("trainer", (*CLI, "worker", "--queues", "training")),
-            ChildSpec("beat", (*CLI, "beat")),
-        ]
-    )
+    supervisor = Supervisor(children(settings))
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         supervisor.request_stop()

@@ -104,6 +104,33 @@ def storescu_profile(files: list[Path], path: Path) -> tuple[Path, str]:
     return path, "CXR"
 
 
+def storescu(
+    files: list[Path],
+    port: int,
+    *,
+    tmp_path: Path,
+    calling: str = SENDER_AE,
+    called: str = RECEIVER_AE,
+) -> subprocess.CompletedProcess[str]:
+    """Send `files` with DCMTK's storescu as a modality does, each in its stored syntax."""
+    config, profile = storescu_profile(files, tmp_path / "storescu.cfg")
+    return subprocess.run(
+        [
+            dicom_tool("storescu", "dcmtk"),
+            "--config-file", str(config), profile,
+            "--no-halt",
+            "--aetitle", calling,
+            "--call", called,
+            "127.0.0.1", str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
 class StoreSCP:
     """DCMTK's `storescp` as a simple PACS on a free loopback port."""
 

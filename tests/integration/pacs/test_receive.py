@@ -15,46 +15,20 @@ from tests.integration.pacs.conftest import (
     RunningReceiver,
     dicom_tool,
     receiver_env,
-    storescu_profile,
+    storescu,
 )
 from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def _storescu(
-    files: list[Path],
-    port: int,
-    *,
-    tmp_path: Path,
-    calling: str = SENDER_AE,
-    called: str = RECEIVER_AE,
-) -> subprocess.CompletedProcess[str]:
-    config, profile = storescu_profile(files, tmp_path / "storescu.cfg")
-    return subprocess.run(
-        [
-            dicom_tool("storescu", "dcmtk"),
-            "--config-file", str(config), profile,
-            "--no-halt",
-            "--aetitle", calling,
-            "--call", called,
-            "127.0.0.1", str(port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )  # fmt: skip
-
-
 def test_every_real_file_arrives_once_as_sent(
     receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
 ) -> None:
     files = sorted(dicom_dir.glob("*.dcm"))
-    sent = _storescu(files, receiver.port, tmp_path=tmp_path)
+    sent = storescu(files, receiver.port, tmp_path=tmp_path)
     assert sent.returncode == 0, sent.stderr
-    again = _storescu(files, receiver.port, tmp_path=tmp_path)  # a PACS resending a study
+    again = storescu(files, receiver.port, tmp_path=tmp_path)  # a PACS resending a study
     assert again.returncode == 0, again.stderr
 
     received = receiver.files()
@@ -84,7 +58,7 @@ def test_every_real_file_arrives_once_as_sent(
 def test_an_unknown_calling_ae_title_is_refused(
     receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
 ) -> None:
-    refused = _storescu(
+    refused = storescu(
         [dicom_dir / "cr_chest_sc_jpeg_baseline.dcm"], receiver.port, tmp_path=tmp_path,
         calling="INTRUDER",
     )  # fmt: skip
@@ -98,7 +72,7 @@ def test_an_unknown_calling_ae_title_is_refused(
 def test_an_association_for_another_ae_title_is_refused(
     receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
 ) -> None:
-    refused = _storescu(
+    refused = storescu(
         [dicom_dir / "cr_chest_sc_jpeg_baseline.dcm"], receiver.port, tmp_path=tmp_path,
         called="SOMEONE_ELSE",
     )  # fmt: skip
@@ -114,7 +88,7 @@ def test_a_sop_class_that_is_not_a_radiograph_is_refused(
 
     ct = get_testdata_file("CT_small.dcm")
     assert ct is not None
-    refused = _storescu([Path(ct)], receiver.port, tmp_path=tmp_path)
+    refused = storescu([Path(ct)], receiver.port, tmp_path=tmp_path)
     assert refused.returncode != 0
     assert receiver.files() == []
 
@@ -132,7 +106,7 @@ def test_the_log_names_instances_never_patients(
     receiver: RunningReceiver, dicom_dir: Path, tmp_path: Path
 ) -> None:
     chest = dicom_dir / "cr_chest_pa_mono1_j2k_lossless.dcm"
-    assert _storescu([chest], receiver.port, tmp_path=tmp_path).returncode == 0
+    assert storescu([chest], receiver.port, tmp_path=tmp_path).returncode == 0
     header = dcmread(chest, stop_before_pixels=True)
     log = receiver.service.output()
     assert f"received SOP {header.SOPInstanceUID} from {SENDER_AE}" in log
@@ -184,12 +158,12 @@ def test_item1_a_corrected_resend_is_kept_beside_the_first_never_over_it(
     folder = receiver.inbox / str(header.StudyInstanceUID)
     target = folder / f"{header.SOPInstanceUID}.dcm"
 
-    assert _storescu([first], receiver.port, tmp_path=tmp_path).returncode == 0
+    assert storescu([first], receiver.port, tmp_path=tmp_path).returncode == 0
     [stored_first] = receiver.files()
     assert stored_first == target
     first_bytes = target.read_bytes()  # as received: what the scan's SHA-256 will be of
 
-    assert _storescu([corrected], receiver.port, tmp_path=tmp_path).returncode == 0
+    assert storescu([corrected], receiver.port, tmp_path=tmp_path).returncode == 0
     files = receiver.files()
     assert len(files) == 2, files
     assert target.read_bytes() == first_bytes, "the first instance was overwritten"
@@ -208,7 +182,7 @@ def test_item1_a_corrected_resend_is_kept_beside_the_first_never_over_it(
     # duplicate); one of the second, whose copy is still waiting, adds nothing (see
     # publish_new). Still nothing is replaced.
     for sent in (first, corrected):
-        assert _storescu([sent], receiver.port, tmp_path=tmp_path).returncode == 0
+        assert storescu([sent], receiver.port, tmp_path=tmp_path).returncode == 0
     contents = sorted(p.read_bytes() for p in receiver.files())
     assert contents == sorted([first_bytes, first_bytes, second_bytes])
     assert target.read_bytes() == first_bytes
