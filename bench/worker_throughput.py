@@ -62,7 +62,7 @@ from worker.accelerator import PRECISIONS, XLA_MODES, Precision, Xla, for_infere
 from worker.celery_app import create_app
 from worker.dispatch import send_batches
 from worker.imaging import DecodeOptions
-from worker.screening import Prepared, draft_for, prepare_file
+from worker.pipeline import ModelInput, Prepared, prepare_file
 from worker.settings import Settings
 
 SIZE = 224
@@ -111,10 +111,10 @@ def bench_inputs(shared: Path) -> tuple[list[Path], Path]:
 
 def decoded_images(files: list[Path]) -> list[np.ndarray]:
     """The model inputs of `files`, decoded the way the worker decodes them."""
-    options = draft_for(DecodeOptions(), SIZE)
+    model_input = ModelInput.of(SIZE, DecodeOptions())
     images = []
     for f in files:
-        prepared = prepare_file(f, SIZE, options)
+        prepared = prepare_file(f, model_input)
         assert isinstance(prepared, Prepared), prepared
         images.append(prepared.image)
     return images
@@ -122,11 +122,11 @@ def decoded_images(files: list[Path]) -> list[np.ndarray]:
 
 def decode_rate(files: list[Path], threads: int) -> float:
     """Files per second of the worker's decoder alone, on a pool of `threads`."""
-    options = draft_for(DecodeOptions(), SIZE)
+    model_input = ModelInput.of(SIZE, DecodeOptions())
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda f: prepare_file(f, SIZE, options), files[:threads]))  # warm-up
+        list(pool.map(lambda f: prepare_file(f, model_input), files[:threads]))  # warm-up
         started = time.perf_counter()
-        results = list(pool.map(lambda f: prepare_file(f, SIZE, options), files))
+        results = list(pool.map(lambda f: prepare_file(f, model_input), files))
         elapsed = time.perf_counter() - started
     assert all(isinstance(r, Prepared) for r in results)
     return len(files) / elapsed

@@ -1,107 +1,39 @@
-"""The convolutional bases the trainer offers: constructor, preprocessing, sizes, last block."""
+"""Building the convolutional bases of `worker.pipeline.backbones.BACKBONES` with weights."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import keras
 import numpy as np
 
 from trainer.errors import ConfigError, WeightsError
-
-PreprocessingMode = Literal["caffe", "tf"]
-BaseWeights = Literal["imagenet"] | Path | None
-
-
-@dataclass(frozen=True, slots=True)
-class BackboneSpec:
-    """How to build one Keras application as a headless feature extractor.
-
-    Attributes:
-        name: The name in settings and the registry (``vgg16``).
-        application: The constructor's name in ``keras.applications`` (``VGG16``).
-        module: The ``keras.applications`` sub-module holding ``preprocess_input``.
-        preprocessing: ``caffe`` (RGB->BGR, ImageNet mean subtracted) or ``tf`` ([-1, 1]).
-        default_size: The input side the ImageNet weights were trained at.
-        min_size: The smallest input side the architecture accepts.
-        fine_tune_cut: Where the last block starts, as (layer name, ``input``|``output``):
-            fine-tuning trains everything between this tensor and the base's output.
-    """
-
-    name: str
-    application: str
-    module: str
-    preprocessing: PreprocessingMode
-    default_size: int
-    min_size: int
-    fine_tune_cut: tuple[str, Literal["input", "output"]]
-
-    def constructor(self) -> Any:
-        """The ``keras.applications`` constructor."""
-        return getattr(keras.applications, self.application)
-
-    def preprocess_input(self) -> Any:
-        """Keras's reference preprocessing function for this backbone."""
-        return getattr(keras.applications, self.module).preprocess_input
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        BackboneSpec("vgg16", "VGG16", "vgg16", "caffe", 224, 32, ("block4_pool", "output")),
-        BackboneSpec("vgg19", "VGG19", "vgg19", "caffe", 224, 32, ("block4_pool", "output")),
-        BackboneSpec(
-            "resnet50", "ResNet50", "resnet50", "caffe", 224, 32, ("conv4_block6_out", "output")
-        ),
-        BackboneSpec(
-            "resnet50v2",
-            "ResNet50V2",
-            "resnet_v2",
-            "tf",
-            224,
-            32,
-            ("conv4_block6_out", "output"),
-        ),
-        BackboneSpec(
-            "inceptionv3", "InceptionV3", "inception_v3", "tf", 299, 75, ("mixed9", "output")
-        ),
-        # Xception's last residual sum has an automatic name, so cut at its consumer's input.
-        BackboneSpec(
-            "xception", "Xception", "xception", "tf", 299, 71, ("block14_sepconv1", "input")
-        ),
-        BackboneSpec(
-            "mobilenet", "MobileNet", "mobilenet", "tf", 224, 32, ("conv_pw_12_relu", "output")
-        ),
-    )
-}
+from worker.pipeline.backbones import (
+    BACKBONES,
+    BackboneSpec,
+    BaseWeights,
+    find_backbone,
+    read_base_weights,
+)
 
 
 def get_backbone(name: str) -> BackboneSpec:
     """The spec called `name` (case-insensitive); `ConfigError` listing the choices if unknown."""
-    try:
-        return BACKBONES[name.lower()]
-    except KeyError:
+    spec = find_backbone(name)
+    if spec is None:
         raise ConfigError(
             f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}"
-        ) from None
+        )
+    return spec
 
 
 def parse_base_weights(value: str | Path | None) -> BaseWeights:
-    """Read a weights setting: ``imagenet``, ``none`` (or None) or an existing file path."""
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        return None
-    if isinstance(value, str) and value.lower() == "imagenet":
-        return "imagenet"
-    path = Path(value)
-    if not path.is_file():
-        raise WeightsError(
-            f"base weights file {str(path)!r} does not exist; give an existing .weights.h5 "
-            "file, 'imagenet' (needs internet) or 'none'"
-        )
-    return path
+    """Read a weights setting (see `worker.pipeline.backbones.read_base_weights`)."""
+    try:
+        return read_base_weights(value)
+    except ValueError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def build_base(
@@ -149,13 +81,4 @@ def weights_sha256(model: keras.Model) -> str:
         digest.update(weight.path.encode())
         digest.update(str(array.shape).encode())
         digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
     return digest.hexdigest()

@@ -200,7 +200,7 @@ def evaluate(
     from trainer.nightly import cache_root
     from trainer.promotion import evaluate_ref, find_ref
     from trainer.report import write_report
-    from worker.imaging import decode_options
+    from worker.decode_config import decode_options
 
     engine = engine_for(settings)
     try:
@@ -319,7 +319,7 @@ def promote(
     from trainer.data import load_dataset
     from trainer.nightly import cache_root
     from trainer.promotion import promote as promote_version
-    from worker.imaging import decode_options
+    from worker.decode_config import decode_options
 
     settings = settings_or_fail()
     engine = engine_for(settings)

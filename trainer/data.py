@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from trainer.backbones import file_sha256
 from trainer.errors import DataError
-from worker.imaging import DecodeOptions, decode_path, to_model_input
+from worker.imaging.errors import ScreeningError, UnreadableScan
+from worker.pipeline import ModelInput, Prepared, file_sha256, prepare_file
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +206,45 @@ def data_fingerprint(splits: Iterable[LabelledSplit]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def decode_for_model(path: Path, *, size: int, options: DecodeOptions) -> npt.NDArray[np.uint8]:
-    """The pixels the model sees for `path`, decoded exactly as the worker does.
+@dataclass(frozen=True, slots=True)
+class PreparedImages:
+    """Labelled images decoded into model input, and the ones that would not decode."""
+
+    images: tuple[LabelledImage, ...]
+    pixels: npt.NDArray[np.uint8]  # (len(images), size, size, 3)
+    failed: tuple[tuple[Path, str], ...]
+
+
+def prepare_images(images: Sequence[LabelledImage], model_input: ModelInput) -> PreparedImages:
+    """The model input of each image through the serving pipeline's prepare stage.
+
+    A file that does not decode, or whose bytes are no longer the ones hashed when the
+    folder was listed, is left out and reported: one broken file in a folder of
+    thousands must not stop a nightly run, and features are cached under the listed
+    hash, so they must be of those very bytes.
 
     Raises:
-        worker.errors.ScreeningError: the file is not a usable chest radiograph.
+        TransientError: an I/O error reading a file.
     """
-    if options.draft_size is not None and options.draft_size < size:
-        # A reduced-size JPEG decode must not go below the model's input size.
-        options = dataclasses.replace(options, draft_size=size)
-    return to_model_input(decode_path(path, options), size)
+    kept: list[LabelledImage] = []
+    pixels: list[npt.NDArray[np.uint8]] = []
+    failed: list[tuple[Path, str]] = []
+    for image in images:
+        outcome: Prepared | ScreeningError = prepare_file(
+            image.path, model_input, follow_symlinks=True
+        )
+        if isinstance(outcome, Prepared) and outcome.sha256 != image.sha256:
+            outcome = UnreadableScan(
+                image.path,
+                "changed after the folder was listed for this run",
+                "leave labelled folders alone while training runs; the next run takes it",
+            )
+        if isinstance(outcome, ScreeningError):
+            logger.warning("skipping %s: %s", image.path, outcome.message)
+            failed.append((image.path, outcome.message))
+            continue
+        kept.append(image)
+        pixels.append(outcome.image)
+    size = model_input.size
+    stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+    return PreparedImages(tuple(kept), stacked, tuple(failed))

@@ -12,14 +12,13 @@ import numpy as np
 import numpy.typing as npt
 
 from trainer.backbones import weights_sha256
-from trainer.data import LabelledSplit, decode_for_model
+from trainer.data import LabelledSplit, prepare_images
 from trainer.features import extract_missing, load_features
 from trainer.metrics import Evaluation, evaluate_probabilities
 from trainer.model import BASE_LAYER_NAME, HEAD_NAME, INPUT_NAME, PREPROCESS_NAME
 from trainer.train import feature_cache
-from worker.accelerator import answer_non_finite
-from worker.errors import ScreeningError
 from worker.imaging import DecodeOptions
+from worker.pipeline import ModelInput, Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class Scored:
     probabilities: FloatArray
     failed: list[tuple[Path, str]] = field(default_factory=list)
     # Images whose 16-bit answer was not finite and that the float32 model answered, as
-    # the worker does (see `worker.inference.LoadedModel.predict`).
+    # the worker does (see `worker.pipeline.Predictor`).
     fell_back: int = 0
 
 
@@ -51,8 +50,13 @@ def model_parts(model: keras.Model) -> tuple[keras.Layer, keras.Model, keras.Mod
         return None
 
 
+def evaluation_input(model: keras.Model, decode: DecodeOptions) -> ModelInput:
+    """How evaluation turns files into `model`'s input: the serving rule at its input side."""
+    return ModelInput.of(int(model.input_shape[1]), decode)
+
+
 def score_model(
-    model: keras.Model,
+    predictor: Predictor,
     split: LabelledSplit,
     *,
     backbone: str,
@@ -60,40 +64,37 @@ def score_model(
     decode: DecodeOptions,
     batch_size: int = 32,
     progress: SplitProgress | None = None,
-    float32_model: keras.Model | None = None,
 ) -> Scored:
-    """The model's class probabilities for every decodable image of `split`.
+    """The class probabilities `predictor` gives every decodable image of `split`.
 
-    For models this trainer built, the base runs through the feature cache, keyed by
-    the hash of the model's own base weights: re-evaluating the active model on the
-    folder a candidate was just evaluated on costs only its head.
-
-    `float32_model` marks `model` as a 16-bit rebuild of it: every image then goes through
-    the whole `model` (its weights hash like the float32 model's but its features differ
-    from the cached ones), and the float32 model answers where it is not finite, as in
-    the worker.
+    Files go through the serving pipeline's prepare stage at the model's input size.
+    For float32 models this trainer built, the base runs through the feature cache,
+    keyed by the hash of the model's own base weights: re-evaluating the active model on
+    the folder a candidate was just evaluated on costs only its head. A 16-bit predictor
+    runs every image through the whole model, with the worker's float32 fallback (its
+    weights hash like the float32 model's, but its features differ from the cached ones).
     """
-    size = int(model.input_shape[1])
-    parts = model_parts(model) if float32_model is None else None
+    model = predictor.keras_model
+    model_input = evaluation_input(model, decode)
+    parts = model_parts(model) if predictor.float32_model is None else None
     if parts is None:
-        return _score_images(model, split, size=size, decode=decode, batch_size=batch_size,
-                             progress=progress, float32_model=float32_model)  # fmt: skip
+        return _score_images(predictor, split, model_input, batch_size, progress)
     preprocess, base, head = parts
+    size = model_input.size
     image = keras.Input((size, size, 3), name=INPUT_NAME)
     extractor = keras.Model(image, base(preprocess(image), training=False))
     cache = feature_cache(
         cache_root,
         backbone=backbone,
         base_sha=weights_sha256(base),
-        size=size,
+        model_input=model_input,
         layer="base_output",
-        options=decode,
     )
     outcome = extract_missing(
         split.images,
         cache=cache,
         extractor=extractor,
-        load=lambda path: decode_for_model(path, size=size, options=decode),
+        model_input=model_input,
         batch_size=batch_size,
         progress=progress,
     )
@@ -107,37 +108,27 @@ def score_model(
 
 
 def _score_images(
-    model: keras.Model,
+    predictor: Predictor,
     split: LabelledSplit,
-    *,
-    size: int,
-    decode: DecodeOptions,
+    model_input: ModelInput,
     batch_size: int,
     progress: SplitProgress | None,
-    float32_model: keras.Model | None,
 ) -> Scored:
     failed: list[tuple[Path, str]] = []
     rows: list[FloatArray] = []
     fell_back = 0
     total = len(split.images)
     for start in range(0, total, batch_size):
-        pixels = []
-        for item in split.images[start : start + batch_size]:
-            try:
-                pixels.append(decode_for_model(item.path, size=size, options=decode))
-            except ScreeningError as exc:
-                logger.warning("skipping %s: %s", item.path, exc)
-                failed.append((item.path, str(exc)))
-        if pixels:
-            batch = np.stack(pixels).astype(np.float32)
-            out = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
-            if float32_model is not None:
-                fell_back += int(answer_non_finite(out, batch, float32_model).sum())
-            rows.append(out)
+        prepared = prepare_images(split.images[start : start + batch_size], model_input)
+        failed.extend(prepared.failed)
+        if prepared.images:
+            answer = predictor(prepared.pixels)
+            fell_back += int(answer.fell_back.sum())
+            rows.append(answer.values)
         if progress is not None:
             progress(min(start + batch_size, total), total)
     kept = split.without(path for path, _ in failed)
-    n_out = int(model.output_shape[-1])
+    n_out = int(predictor.keras_model.output_shape[-1])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_out), dtype=np.float32)
     return Scored(kept, probabilities, failed, fell_back)
 

@@ -15,13 +15,12 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from trainer.data import LabelledImage
-from worker.errors import ScreeningError
+from trainer.data import LabelledImage, prepare_images
+from worker.pipeline import ModelInput
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-Loader = Callable[[Path], npt.NDArray[np.uint8]]
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -106,7 +105,7 @@ def extract_missing(
     *,
     cache: FeatureCache,
     extractor: keras.Model,
-    load: Loader,
+    model_input: ModelInput,
     batch_size: int = 32,
     transform: keras.Layer | None = None,
     progress: ProgressCallback | None = None,
@@ -120,7 +119,7 @@ def extract_missing(
         images: The images to cover.
         cache: Where features are stored.
         extractor: image (RGB 0..255) -> features.
-        load: Decodes a file to the model's uint8 input.
+        model_input: How files become the extractor's input (the serving pipeline's).
         batch_size: Images per forward pass.
         transform: An augmentation applied (in training mode) before the extractor, for
             stored augmented views.
@@ -146,23 +145,16 @@ def extract_missing(
             cache.directory,
         )
     for start in range(0, len(todo), batch_size):
-        batch: list[LabelledImage] = []
-        pixels: list[npt.NDArray[np.uint8]] = []
-        for image in todo[start : start + batch_size]:
-            try:
-                pixels.append(load(image.path))
-                batch.append(image)
-            except ScreeningError as exc:
-                logger.warning("skipping %s: %s", image.path, exc)
-                result.failed.append((image.path, str(exc)))
-        if batch:
-            x = np.stack(pixels).astype(np.float32)
+        prepared = prepare_images(todo[start : start + batch_size], model_input)
+        result.failed.extend(prepared.failed)
+        if prepared.images:
+            x = prepared.pixels.astype(np.float32)
             if transform is not None:
                 x = keras.ops.convert_to_numpy(transform(x, training=True))
             features = np.asarray(extractor.predict_on_batch(x), dtype=np.float32)
-            for image, row in zip(batch, features, strict=True):
+            for image, row in zip(prepared.images, features, strict=True):
                 cache.store(image.sha256, row)
-            result.extracted += len(batch)
+            result.extracted += len(prepared.images)
         done += len(todo[start : start + batch_size])
         if progress is not None:
             progress(done, total)

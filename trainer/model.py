@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 import keras
 
-from trainer.backbones import BackboneSpec, BaseWeights, build_base
+from trainer.backbones import build_base
 from trainer.errors import ConfigError
 from trainer.preprocessing import preprocessing_layer
+from worker.pipeline.backbones import BackboneSpec, BaseWeights
 
 Pooling = Literal["flatten", "avg"]
 

@@ -25,7 +25,8 @@ from trainer.errors import DataError
 from trainer.promotion import ModelRef, gate_against_active
 from trainer.registry import GateRule, new_version, save_trained
 from trainer.train import Progress, TrainConfig, train_model
-from worker.imaging import DecodeOptions, decode_options
+from worker.decode_config import decode_options
+from worker.imaging import DecodeOptions
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from trainer.backbones import PreprocessingMode
+from worker.pipeline.backbones import PreprocessingMode
 
 # Part of every feature-cache key: change it when these layers change what they compute.
 PREPROCESSING_VERSION = 1

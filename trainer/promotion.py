@@ -16,9 +16,10 @@ from trainer.data import LabelledSplit
 from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
 from trainer.metrics import Evaluation
-from trainer.registry import GateDecision, GateRule, apply_gate, load_artifact
-from worker.accelerator import Precision, Xla, for_inference
+from trainer.registry import GateDecision, GateRule, apply_gate
+from worker.accelerator import Precision, Xla
 from worker.imaging import DecodeOptions
+from worker.pipeline import ModelUnavailableError, Predictor, load_verified
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,14 @@ def evaluate_ref(
     worker with that CXR_PRECISION and CXR_XLA serves it: the whole model in 16 bits
     (the feature cache holds float32 features), and any image whose 16-bit answer is not
     finite answered by the float32 model instead (counted in `Scored.fell_back`)."""
-    loaded = load_artifact(ref.artifact_path, checksum=ref.checksum)
-    model = for_inference(loaded, precision=precision, xla=xla)
+    try:
+        loaded = load_verified(ref.artifact_path, checksum=ref.checksum, name=ref.version)
+    except ModelUnavailableError as exc:
+        raise RegistryError(str(exc)) from None
+    predictor = Predictor.serving(loaded, name=ref.version, precision=precision, xla=xla)
     scored = score_model(
-        model, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-        batch_size=batch_size, float32_model=None if model is loaded else loaded,
+        predictor, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
+        batch_size=batch_size,
     )  # fmt: skip
     evaluation = evaluate_scored(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold

@@ -12,11 +12,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from trainer.backbones import file_sha256
 from trainer.errors import RegistryError
 from trainer.metrics import Evaluation, sensitivity_at_specificity
 from trainer.report import INTENDED_USE, LIMITATIONS, write_report
 from trainer.train import TrainResult
+from worker.pipeline import file_sha256
 
 ARTIFACT_NAME = "model.keras"
 CARD_NAME = "model_card.json"
@@ -143,20 +143,6 @@ def _weights_file_sha256(source: str | Path | None) -> str | None:
         return None
     path = Path(source)
     return file_sha256(path) if path.is_file() else None
-
-
-def load_artifact(path: Path, *, checksum: str | None = None) -> keras.Model:
-    """Load a saved model, refusing one whose bytes differ from the registry's checksum."""
-    if not path.is_file():
-        raise RegistryError(f"model artifact {path} is missing; was the model folder moved?")
-    if checksum is not None:
-        actual = file_sha256(path)
-        if actual != checksum:
-            raise RegistryError(
-                f"{path} has checksum {actual[:12]}..., the registry expects "
-                f"{checksum[:12]}...; the file was changed or corrupted, restore it"
-            )
-    return keras.models.load_model(path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from trainer.augment import augmentation
-from trainer.backbones import BackboneSpec, get_backbone, parse_base_weights, weights_sha256
-from trainer.data import LabelledDataset, LabelledImage, LabelledSplit, decode_for_model
+from trainer.backbones import get_backbone, parse_base_weights, weights_sha256
+from trainer.data import LabelledDataset, LabelledImage, LabelledSplit, prepare_images
 from trainer.errors import ConfigError, DataError
 from trainer.features import CacheKey, Extraction, FeatureCache, extract_missing, load_features
 from trainer.metrics import THRESHOLD_RULE, Evaluation, evaluate_probabilities, screening_threshold
@@ -30,6 +30,8 @@ from trainer.model import (
 )
 from trainer.preprocessing import PREPROCESSING_VERSION
 from worker.imaging import DecodeOptions
+from worker.pipeline import ModelInput
+from worker.pipeline.backbones import BackboneSpec
 
 logger = logging.getLogger(__name__)
 
@@ -170,30 +172,23 @@ def class_weights(labels: npt.NDArray[np.int64], n_classes: int) -> dict[int, fl
     return {i: float(labels.size / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def decoder_tag(options: DecodeOptions, size: int) -> str:
-    """The decoder settings that change pixels, for the feature-cache key."""
-    draft = options.draft_size if options.draft_size is None else max(options.draft_size, size)
-    return f"worker.imaging;draft={draft}"
-
-
 def feature_cache(
     cache_root: Path,
     *,
     backbone: str,
     base_sha: str,
-    size: int,
+    model_input: ModelInput,
     layer: str,
-    options: DecodeOptions,
     view: str = "original",
 ) -> FeatureCache:
-    """The cache for one backbone, weights, input size, cached layer, decoder and view."""
+    """The cache for one backbone, weights, model input, cached layer and view."""
     key = CacheKey(
         backbone=backbone,
         base_weights_sha256=base_sha,
-        input_size=size,
+        input_size=model_input.size,
         layer=layer,
         preprocessing_version=PREPROCESSING_VERSION,
-        decoder=decoder_tag(options, size),
+        decoder=model_input.cache_tag,
         view=view,
     )
     return FeatureCache(cache_root, key)
@@ -227,6 +222,12 @@ def _one_hot(labels: npt.NDArray[np.int64], n_classes: int) -> FloatArray:
 def _merge_history(into: dict[str, list[float]], history: keras.callbacks.History) -> None:
     for name, values in history.history.items():
         into.setdefault(name, []).extend(float(v) for v in values)
+
+
+def training_input(config: TrainConfig, decode: DecodeOptions) -> ModelInput:
+    """How training (and the feature cache) turns files into the model's input: the
+    serving rule (`worker.pipeline.ModelInput`) at the configured input size."""
+    return ModelInput.of(config.size(), decode)
 
 
 def _cut_layer_name(config: TrainConfig) -> str:
@@ -275,9 +276,7 @@ def train_model(
         list(classes),
     )
 
-    def load(path: Path) -> npt.NDArray[np.uint8]:
-        return decode_for_model(path, size=size, options=decode)
-
+    model_input = training_input(config, decode)
     layer = _cut_layer_name(config)
 
     def cache_for(view: str) -> FeatureCache:
@@ -285,15 +284,14 @@ def train_model(
             cache_root,
             backbone=spec.name,
             base_sha=base_sha,
-            size=size,
+            model_input=model_input,
             layer=layer,
-            options=decode,
             view=view,
         )
 
     if config.online_augmentation:
         return _train_online(
-            dataset, config, base=base, extractor=extractor, load=load,
+            dataset, config, base=base, extractor=extractor, model_input=model_input,
             classes=classes, positive_class=positive_class, base_sha=base_sha,
             timings=timings, progress=progress, cache_for=cache_for,
         )  # fmt: skip
@@ -314,7 +312,7 @@ def train_model(
             split.images,
             cache=cache_for(view),
             extractor=extractor,
-            load=load,
+            model_input=model_input,
             batch_size=config.batch_size,
             transform=transform,
             progress=report,
@@ -400,7 +398,7 @@ def train_model(
     model = assemble(
         base=base, head=head, size=size, preprocessing=extractor.get_layer(PREPROCESS_NAME)
     )
-    _check_consistent(model, eval_split.images[:4], probabilities[:4], load)
+    _check_consistent(model, eval_split.images[:4], probabilities[:4], model_input)
     return _finish(
         model=model,
         config=config,
@@ -452,13 +450,15 @@ def _check_consistent(
     model: keras.Model,
     images: tuple[LabelledImage, ...],
     expected: FloatArray,
-    load: Callable[[Path], npt.NDArray[np.uint8]],
+    model_input: ModelInput,
 ) -> None:
     """The saved model on raw pixels must agree with the feature path used for metrics."""
     if not images:
         return
-    x = np.stack([load(image.path) for image in images]).astype(np.float32)
-    got = np.asarray(model.predict_on_batch(x))
+    prepared = prepare_images(images, model_input)
+    if len(prepared.images) != len(images):
+        raise RuntimeError(f"evaluation images stopped decoding during the run: {prepared.failed}")
+    got = np.asarray(model.predict_on_batch(prepared.pixels.astype(np.float32)))
     if not np.allclose(got, expected, atol=1e-3):
         raise RuntimeError(
             "the assembled model disagrees with the cached-feature path "
@@ -521,20 +521,11 @@ def _finish(
 
 
 def _decode_split(
-    split: LabelledSplit, load: Callable[[Path], npt.NDArray[np.uint8]]
+    split: LabelledSplit, model_input: ModelInput
 ) -> tuple[LabelledSplit, npt.NDArray[np.uint8], list[tuple[Path, str]]]:
-    from worker.errors import ScreeningError
-
-    kept: list[npt.NDArray[np.uint8]] = []
-    failed: list[tuple[Path, str]] = []
-    for image in split.images:
-        try:
-            kept.append(load(image.path))
-        except ScreeningError as exc:
-            logger.warning("skipping %s: %s", image.path, exc)
-            failed.append((image.path, str(exc)))
-    pruned = split.without(path for path, _ in failed)
-    return pruned, np.stack(kept), failed
+    prepared = prepare_images(split.images, model_input)
+    failed = list(prepared.failed)
+    return split.without(path for path, _ in failed), prepared.pixels, failed
 
 
 def _train_online(
@@ -543,7 +534,7 @@ def _train_online(
     *,
     base: keras.Model,
     extractor: keras.Model,
-    load: Callable[[Path], npt.NDArray[np.uint8]],
+    model_input: ModelInput,
     classes: tuple[str, ...],
     positive_class: str,
     base_sha: str,
@@ -553,8 +544,8 @@ def _train_online(
 ) -> TrainResult:
     """The seed's way: every epoch sees freshly augmented images, end to end (GPU hosts)."""
     t0 = time.perf_counter()
-    train_split, x_train, failed = _decode_split(dataset.train, load)
-    eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, load)
+    train_split, x_train, failed = _decode_split(dataset.train, model_input)
+    eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, model_input)
     failed.extend(failed_eval)
     _check_usable(train_split, eval_split, positive_class)
     timings["decode_s"] = time.perf_counter() - t0

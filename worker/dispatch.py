@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TypeVar
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
@@ -13,9 +14,12 @@ from worker.celery_app import SCREEN_TASK, SCREENING_QUEUE
 log = logging.getLogger(__name__)
 
 
-def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
-    """`ids` cut into lists of at most `size`."""
-    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    """`items` cut into lists of at most `size`, in order."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def send_batches(app: Celery, scan_ids: Sequence[int], *, batch_size: int) -> list[int]:

@@ -1,106 +1,19 @@
-"""Typed screening errors: each names its file, the scan status to record and a stable code."""
+"""The screening layer's errors about one scan, and the scan status of any file error.
+
+The decoder's errors (`worker.imaging.errors`) say what is wrong with a file's content;
+these say what went wrong with a scan's file around the decoder: its bytes changed
+after intake, it left the service's folders, or it could not be filed.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
-
 from db.models import ScanStatus
+from worker.imaging.errors import Disposition, ScreeningError
 
 
-class FileError(Exception):
-    """An error about one file, worded for the person who can fix it.
-
-    Every message has three parts: which file, what is wrong with it and what to do,
-    e.g. ``cr_hip.dcm: Body Part Examined is 'HIP', not a chest; only chest radiographs
-    are screened (...)``. Messages name the file, never the patient.
-
-    Attributes:
-        path: The file, or None when the input was not a file.
-        problem: What is wrong, without the file name.
-        remedy: What to do about it.
-    """
-
-    def __init__(self, path: Path | None, problem: str, remedy: str) -> None:
-        self.path = path
-        self.problem = problem
-        self.remedy = remedy
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        """The full sentence: file, problem, remedy."""
-        name = self.path.name if self.path is not None else "<input>"
-        return f"{name}: {self.problem}; {self.remedy}"
-
-    def __reduce__(self) -> tuple[type[FileError], tuple[Path | None, str, str]]:
-        # Celery's prefork pool pickles exceptions across processes; the default
-        # reduction would call __init__ with the message as the only argument.
-        return (type(self), (self.path, self.problem, self.remedy))
-
-
-class ScreeningError(FileError):
-    """A scan that will not be screened, with the status the worker records for it.
-
-    Attributes:
-        status: `rejected` for a valid file that is out of scope, `failed` for a broken one.
-        code: A short, stable snake_case identifier for logs, metrics and the database.
-    """
-
-    status: ClassVar[ScanStatus] = ScanStatus.FAILED
-    code: ClassVar[str] = "screening_error"
-
-
-class UnreadableScan(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """Corrupt, truncated, undecodable or of a format the decoder does not know."""
-
-    status = ScanStatus.FAILED
-    code = "unreadable"
-
-
-class NoPixelData(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """A DICOM object without an image, such as a structured report."""
-
-    status = ScanStatus.REJECTED
-    code = "no_pixel_data"
-
-
-class MultiFrame(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """A DICOM image with more than one frame; only single radiographs are screened."""
-
-    status = ScanStatus.REJECTED
-    code = "multi_frame"
-
-
-class NotARadiograph(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """An image of another modality (CT, MR, US, ...)."""
-
-    status = ScanStatus.REJECTED
-    code = "not_a_radiograph"
-
-
-class NotAChest(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """A radiograph whose Body Part Examined is explicitly not a chest."""
-
-    status = ScanStatus.REJECTED
-    code = "not_a_chest"
-
-
-class TooLarge(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """Over the file-size or decoded-pixel cap (a decompression bomb, or a wrong file)."""
-
-    status = ScanStatus.REJECTED
-    code = "too_large"
-
-
-class NoUsableContent(ScreeningError):  # noqa: N818 (the interface names outcomes)
-    """Pixels that carry no image: non-finite rescale values, or one flat value throughout.
-
-    A verdict on such an input would be the model's answer to nothing.
-    """
-
-    status = ScanStatus.FAILED
-    code = "no_usable_content"
+def scan_status(error: ScreeningError) -> ScanStatus:
+    """The status a scan gets for `error`: `rejected` (out of scope) or `failed`."""
+    return ScanStatus.REJECTED if error.status is Disposition.REJECTED else ScanStatus.FAILED
 
 
 class ContentChanged(ScreeningError):  # noqa: N818 (the interface names outcomes)
@@ -110,14 +23,14 @@ class ContentChanged(ScreeningError):  # noqa: N818 (the interface names outcome
     SHA-256. New content in the inbox is taken by the watcher as a new scan.
     """
 
-    status = ScanStatus.FAILED
+    status = Disposition.FAILED
     code = "content_changed"
 
 
 class OutsideFolders(ScreeningError):  # noqa: N818 (the interface names outcomes)
     """The scan's path leaves the folder it must be in (a symlink swapped in after intake)."""
 
-    status = ScanStatus.FAILED
+    status = Disposition.FAILED
     code = "outside_folders"
 
 
@@ -125,23 +38,5 @@ class FilingFailed(ScreeningError):  # noqa: N818 (the interface names outcomes)
     """The file could not be moved to the archive or quarantine (its name, a folder in
     the way); it stays where it is and the rest of its batch carries on."""
 
-    status = ScanStatus.FAILED
+    status = Disposition.FAILED
     code = "filing_failed"
-
-
-class TransientError(FileError):
-    """An I/O failure worth retrying (network share hiccup, file locked, disk error).
-
-    Deliberately not a `ScreeningError`: it says nothing about the scan itself. The
-    worker retries the task and records `failed` only when the retries run out. A file
-    that no longer exists is not transient (retrying cannot bring it back): that is an
-    `UnreadableScan`.
-    """
-
-    code: ClassVar[str] = "transient_io"
-
-
-def brief(exc: BaseException, limit: int = 300) -> str:
-    """A third-party exception as one short line for a message (decoders write several)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

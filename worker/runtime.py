@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from db.session import make_engine, make_session_factory
+from worker.decode_config import decode_options
 from worker.filing import Filing
-from worker.imaging.options import decode_options
 from worker.inference import ModelCache
 from worker.screening import ScreeningContext
 from worker.settings import Settings, load_settings

@@ -7,13 +7,11 @@ import errno
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,25 +34,20 @@ from worker.confined import (
     file_away,
     read_held,
 )
-from worker.errors import (
-    ContentChanged,
-    FilingFailed,
-    OutsideFolders,
-    ScreeningError,
-    TooLarge,
-    TransientError,
-    UnreadableScan,
-    brief,
-)
+from worker.errors import ContentChanged, FilingFailed, OutsideFolders, scan_status
 from worker.filing import Filing, archive_path, quarantine_path, write_reason
-from worker.imaging import (
-    DecodeOptions,
-    ScanMetadata,
-    decode_bytes,
-    read_metadata_bytes,
-    to_model_input,
-)
+from worker.imaging import DecodeOptions, read_metadata_bytes
+from worker.imaging.errors import ScreeningError, TransientError
 from worker.inference import LoadedModel, ModelCache
+from worker.pipeline import (
+    ModelInput,
+    Prepared,
+    header_columns,
+    interpret,
+    predict_prepared,
+    prepare_bytes,
+)
+from worker.pipeline.prepare import file_gone, over_cap, unreadable_now
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +135,6 @@ class BatchReport:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """A file decoded into model input, with the header columns for its scan row.
-
-    `sha256` is the hash of the very bytes that were decoded.
-    """
-
-    image: npt.NDArray[np.uint8]
-    header: dict[str, Any]
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Located:
     """A scan's file as it was read: where it lies, and its bytes (None: over the cap)."""
 
@@ -170,96 +151,6 @@ class _Outcome:
     scan: _Claimed
     located: _Located | None
     result: Prepared | ScreeningError
-
-
-def _header_columns(metadata: ScanMetadata) -> dict[str, Any]:
-    """The scans-table columns the decoder learnt from the file's header."""
-    return {
-        "format": metadata.format,
-        "modality": metadata.modality,
-        "body_part": metadata.body_part,
-        "view_position": metadata.view_position,
-        "sop_instance_uid": metadata.sop_instance_uid,
-        "study_instance_uid": metadata.study_instance_uid,
-        "series_instance_uid": metadata.series_instance_uid,
-        "patient_ref": metadata.patient_ref,
-    }
-
-
-def draft_for(options: DecodeOptions, input_size: int) -> DecodeOptions:
-    """Options that draft-decode big JPEGs to twice the model's input size, not less.
-
-    Decoding straight to the input size moves sharp edges by up to half a JPEG block;
-    at twice the size the model input is within half a grey level of a full decode
-    (bench/results/decode.md) at a fraction of the cost.
-    """
-    if options.draft_size is None:
-        return options
-    return replace(options, draft_size=2 * input_size)
-
-
-def prepare_file(path: Path, size: int, options: DecodeOptions) -> Prepared | ScreeningError:
-    """Read `path` once and decode those bytes into a (size, size, 3) model input.
-
-    For files given by a person (`cxr-screen screen`, benches): the path is theirs, so
-    only its last component must not be a symlink. Bad files come back as the error
-    (not raised) so one file never sinks its batch; transient I/O errors are raised.
-    """
-    try:
-        held = read_held(path.parent, path, max_bytes=options.max_file_bytes)
-    except FileNotFoundError:
-        return _gone(path)
-    except (LeavesFolder, NotRegularFile) as exc:
-        return UnreadableScan(path, f"is not a regular file ({exc.strerror})", "give a file")
-    except OSError as exc:
-        raise _transient(path, exc) from exc
-    if isinstance(held, FileIdentity):
-        return _over_cap(path, held.size, options)
-    return prepare_bytes(held, size, options)
-
-
-def prepare_bytes(held: HeldFile, size: int, options: DecodeOptions) -> Prepared | ScreeningError:
-    """Decode bytes already read (and hashed) into model input, or the reason it fails."""
-    path = held.path
-    try:
-        radiograph = decode_bytes(held.data, path, options)
-        return Prepared(
-            to_model_input(radiograph, size), _header_columns(radiograph.metadata), held.sha256
-        )
-    except ScreeningError as exc:
-        return exc
-    except TransientError:
-        raise
-    except (ValueError, TypeError, RuntimeError, OSError, MemoryError) as exc:
-        # A decoder library failing in a way it does not document: the file is the
-        # likeliest cause, so record it against the file rather than crash the batch.
-        return UnreadableScan(
-            path, f"the decoder failed: {brief(exc)}", "inspect the file with `cxr-screen inspect`"
-        )
-
-
-def _gone(path: Path) -> UnreadableScan:
-    return UnreadableScan(
-        path,
-        "the file is gone from where it was recorded",
-        "it was moved or deleted outside cxr-screen; drop it in the inbox again",
-    )
-
-
-def _over_cap(path: Path, size: int, options: DecodeOptions) -> TooLarge:
-    return TooLarge(
-        path,
-        f"is {size / 1024**2:.1f} MB, over the cap of {options.max_file_bytes / 1024**2:g} MB",
-        "raise CXR_MAX_FILE_MB if such files are legitimate",
-    )
-
-
-def _transient(path: Path, exc: OSError) -> TransientError:
-    return TransientError(
-        path,
-        f"could not be read ({exc.strerror or exc})",
-        "the worker retries; if this persists check the share, disk and permissions",
-    )
 
 
 def screen_batch(ctx: ScreeningContext, scan_ids: list[int]) -> BatchReport:
@@ -309,10 +200,8 @@ def _screen_claimed(
     ctx: ScreeningContext, model: LoadedModel, claimed: list[_Claimed], report: BatchReport
 ) -> None:
     started = time.perf_counter()
-    options = draft_for(ctx.decode_options, model.input_size)
-    outcomes = list(
-        ctx.executor.map(lambda s: _prepare_scan(ctx, s, model.input_size, options), claimed)
-    )
+    model_input = model.model_input(ctx.decode_options)
+    outcomes = list(ctx.executor.map(lambda s: _prepare_scan(ctx, s, model_input), claimed))
     report.decode_seconds = time.perf_counter() - started
 
     good: list[_Outcome] = []
@@ -325,7 +214,8 @@ def _screen_claimed(
         return
 
     started = time.perf_counter()
-    verdicts = model.classify(np.stack([_image(o) for o in good]))
+    prepared = [o.result for o in good if isinstance(o.result, Prepared)]
+    verdicts = interpret(predict_prepared(model.predictor, prepared), model.point, model.predictor)
     report.predict_seconds = time.perf_counter() - started
     per_scan_ms = report.predict_seconds * 1000 / len(good)
 
@@ -371,21 +261,15 @@ def _screen_claimed(
     report.done = [p.scan_id for p in predictions]
 
 
-def _image(outcome: _Outcome) -> npt.NDArray[np.uint8]:
-    assert isinstance(outcome.result, Prepared)
-    return outcome.result.image
-
-
-def _prepare_scan(
-    ctx: ScreeningContext, scan: _Claimed, size: int, options: DecodeOptions
-) -> _Outcome:
+def _prepare_scan(ctx: ScreeningContext, scan: _Claimed, model_input: ModelInput) -> _Outcome:
     """Read the scan's file once, check its bytes are the scan's, and decode them."""
     try:
-        located = _locate(ctx.filing, scan, options.max_file_bytes)
+        located = _locate(ctx.filing, scan, model_input.options.max_file_bytes)
     except ScreeningError as exc:
         return _Outcome(scan, None, exc)
     if located.held is None:
-        return _Outcome(scan, located, _over_cap(located.path, located.identity.size, options))
+        size = located.identity.size
+        return _Outcome(scan, located, over_cap(located.path, size, model_input.options))
     if located.held.sha256 != scan.sha256:
         # Overwritten or swapped after intake: a verdict on these bytes would be
         # recorded against a hash they do not have. Nothing is moved: new content in
@@ -402,7 +286,7 @@ def _prepare_scan(
                 "taken as a new scan",
             ),
         )
-    return _Outcome(scan, located, prepare_bytes(located.held, size, options))
+    return _Outcome(scan, located, prepare_bytes(located.held, model_input))
 
 
 def _locate(filing: Filing | None, scan: _Claimed, max_bytes: int) -> _Located:
@@ -431,13 +315,13 @@ def _locate(filing: Filing | None, scan: _Claimed, max_bytes: int) -> _Located:
                 "put the real file back in the inbox; symlinks are never followed",
             ) from None
         except ContentMismatch as exc:
-            raise _transient(path, exc) from exc
+            raise unreadable_now(path, exc) from exc
         except OSError as exc:
-            raise _transient(path, exc) from exc
+            raise unreadable_now(path, exc) from exc
         if isinstance(held, FileIdentity):
             return _Located(path, placement if filing else None, held, None)
         return _Located(path, placement if filing else None, held.identity, held)
-    raise _gone(first)
+    raise file_gone(first)
 
 
 def _raise_outside(path: Path) -> NoReturn:
@@ -523,10 +407,10 @@ def _rejected_header(
     located: _Located | None, error: ScreeningError, options: DecodeOptions
 ) -> dict[str, Any] | None:
     """Header columns of a valid-but-out-of-scope file (a CT, a hip), from the read bytes."""
-    if error.status is not ScanStatus.REJECTED or located is None or located.held is None:
+    if scan_status(error) is not ScanStatus.REJECTED or located is None or located.held is None:
         return None
     try:
-        return _header_columns(read_metadata_bytes(located.held.data, located.path, options))
+        return header_columns(read_metadata_bytes(located.held.data, located.path, options))
     except (ScreeningError, TransientError) as exc:
         log.debug("no header for %s: %s", located.path.name, exc)
         return None
@@ -560,10 +444,11 @@ def _set_aside(
         mark_unscreenable(
             session,
             scan_id=scan.id,
-            status=error.status,
+            status=scan_status(error),
             code=error.code,
             error=error.message,
             stored_path=stored,
             header=header,
         )
-    (report.rejected if error.status is ScanStatus.REJECTED else report.failed).append(scan.id)
+    rejected = scan_status(error) is ScanStatus.REJECTED
+    (report.rejected if rejected else report.failed).append(scan.id)

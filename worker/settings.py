@@ -13,13 +13,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from worker.accelerator import Precision, Xla
+from worker.imaging.options import DEFAULT_CHEST_BODY_PARTS
 from worker.pacs.aet import check_ae_title, parse_destination
+from worker.pipeline.backbones import BACKBONE_NAMES, find_backbone, read_base_weights
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
 # Shorter HMAC keys can be guessed; 32 bytes is SHA-256's block-size sweet spot (RFC 2104).
 MIN_PSEUDONYM_KEY_BYTES = 32
-DEFAULT_CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "CHEST_TO_PELVIS", "TORSO", "BREAST_CHEST")
 
 
 class SettingsError(Exception):
@@ -124,9 +125,10 @@ class Settings(BaseSettings):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
         3, description="A scan whose worker died this many times is marked failed."
     )
-    backbone: Literal[
-        "vgg16", "vgg19", "resnet50", "resnet50v2", "inceptionv3", "xception", "mobilenet"
-    ] = Field("vgg16", description="Convolutional base of the transfer model.")
+    backbone: str = Field(
+        "vgg16",
+        description="Convolutional base of the transfer model: " + ", ".join(BACKBONE_NAMES) + ".",
+    )
     train_epochs: Annotated[int, Field(ge=1, le=500)] = Field(5, description="Training epochs.")
     train_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
         32, description="Training batch size."
@@ -289,13 +291,25 @@ class Settings(BaseSettings):
     @field_validator("base_weights")
     @classmethod
     def _check_base_weights(cls, value: str) -> str:
-        if value in ("imagenet", "none"):
-            return value
-        if not Path(value).is_file():
+        try:
+            choice = read_base_weights(value)
+        except ValueError:
             raise ValueError(
                 f"{value!r} is neither 'imagenet', 'none' nor an existing weights file"
+            ) from None
+        if choice is None:
+            return "none"
+        return "imagenet" if choice == "imagenet" else value
+
+    @field_validator("backbone")
+    @classmethod
+    def _check_backbone(cls, value: str) -> str:
+        spec = find_backbone(value)
+        if spec is None:
+            raise ValueError(
+                f"unknown backbone {value!r}; choose one of {', '.join(map(repr, BACKBONE_NAMES))}"
             )
-        return value
+        return spec.name
 
     @field_validator("chest_body_parts", mode="before")
     @classmethod

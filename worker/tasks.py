@@ -14,8 +14,8 @@ from db.scans import fail_claimed, reconcile
 from db.session import session_scope
 from worker.celery_app import RECONCILE_TASK, SCREEN_TASK
 from worker.dispatch import send_batches
-from worker.errors import TransientError, brief
-from worker.inference import ModelUnavailableError
+from worker.imaging.errors import TransientError, brief
+from worker.pipeline import ModelUnavailableError
 from worker.runtime import process_context
 from worker.screening import screen_batch
 from worker.settings import load_settings

@@ -30,8 +30,8 @@ from tests.adversarial.dicom_mutations import (
     to_bytes,
     with_frame,
 )
-from worker.errors import TooLarge, UnreadableScan
 from worker.imaging import DecodeOptions, Radiograph, decode_bytes
+from worker.imaging.errors import TooLarge, UnreadableScan
 
 MIB = 1024**2
 # Small caps keep the bombs cheap: the header's claim fits, the stream's does not.
@@ -231,7 +231,7 @@ CHILD = textwrap.dedent(
     import json, resource, sys, warnings
     from pathlib import Path
     warnings.simplefilter("ignore")
-    from worker.errors import ScreeningError
+    from worker.imaging.errors import ScreeningError
     from worker.imaging import DecodeOptions, decode_bytes
     options = DecodeOptions(max_pixels=5_000_000, pseudonym_key=b"k" * 32)
     def rss():

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db.models import ScanStatus
 from tests.adversarial.dicom_mutations import (
     HEADER_VALUES,
     TRANSFER_SYNTAXES,
@@ -48,7 +47,6 @@ from tests.adversarial.dicom_mutations import (
     with_transfer_syntax,
 )
 from worker.cli.inspect_cmd import ACCEPTED, _inspect_file
-from worker.errors import ScreeningError
 from worker.imaging import (
     DecodeOptions,
     Radiograph,
@@ -56,6 +54,7 @@ from worker.imaging import (
     decode_bytes,
     read_metadata_bytes,
 )
+from worker.imaging.errors import Disposition, ScreeningError
 
 hypothesis = pytest.importorskip(
     "hypothesis", reason="hypothesis is a dev dependency: pip install -e '.[dev]'"
@@ -68,7 +67,7 @@ MIB = 1024**2
 # header (3.7-4.3 M pixels), so each example costs milliseconds, not a JPEG 2000 decode.
 OPTIONS = DecodeOptions(max_file_bytes=5 * MIB, max_pixels=1_200_000, pseudonym_key=b"k" * 32)
 PEAK_BOUND = 6 * OPTIONS.max_file_bytes + 32 * OPTIONS.max_pixels + 16 * MIB
-OUTCOME_STATUSES = (ScanStatus.REJECTED, ScanStatus.FAILED)
+OUTCOME_STATUSES = (Disposition.REJECTED, Disposition.FAILED)
 # Deterministic and bounded: the same examples on every run (no example database); a
 # decode takes milliseconds under these caps, so the file runs in well under a minute.
 FUZZ = settings(

@@ -13,11 +13,10 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from db.models import ScanStatus
 from tests.adversarial.dicom_mutations import read_dataset, to_bytes
 from worker.cli.inspect_cmd import inspect
-from worker.errors import NoUsableContent
 from worker.imaging import DecodeOptions, Radiograph, decode_bytes
+from worker.imaging.errors import Disposition, NoUsableContent
 
 OPTIONS = DecodeOptions(pseudonym_key=b"k" * 32)
 NATIVE = "dx_thorax_lateral_animal.dcm"  # real, uncompressed, Rescale 1 / 0, WC 128 WW 256
@@ -42,7 +41,7 @@ def _no_verdict(data: bytes, name: str) -> NoUsableContent:
     with pytest.raises(NoUsableContent) as info:
         decode_bytes(data, Path(name), OPTIONS)
     error = info.value
-    assert error.status is ScanStatus.FAILED
+    assert error.status is Disposition.FAILED
     assert error.code == "no_usable_content"
     assert error.message.startswith(f"{name}: ")
     assert "no verdict is given on it" in error.remedy

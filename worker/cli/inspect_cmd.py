@@ -17,14 +17,14 @@ from rich.table import Table
 
 from worker.cli.common import CommandError, settings_or_fail
 from worker.cli.output import inert
-from worker.errors import ScreeningError, TransientError
+from worker.decode_config import decode_options
 from worker.imaging import (
     DecodeOptions,
-    decode_options,
     decode_path,
     read_metadata,
     to_model_input,
 )
+from worker.imaging.errors import ScreeningError, TransientError
 from worker.imaging.pseudonym import PseudonymKeyError
 
 ACCEPTED = "accepted"

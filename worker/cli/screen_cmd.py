@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -19,9 +17,10 @@ from db.session import session_scope
 from worker.cli.common import CommandError, database_error, settings_or_fail
 from worker.cli.output import OutputFormat, write_rows
 from worker.dispatch import chunks
-from worker.errors import ScreeningError
+from worker.imaging.errors import ScreeningError
+from worker.pipeline import Prepared, file_sha256, interpret, predict_prepared, prepare_file
 from worker.runtime import build_context
-from worker.screening import ScreeningContext, draft_for, prepare_file, screen_batch
+from worker.screening import ScreeningContext, screen_batch
 
 COLUMNS = (
     "source_path",
@@ -46,14 +45,6 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield path
         else:
             raise CommandError(f"{path}: no such file or folder")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def screen(
@@ -111,7 +102,7 @@ def _screen_recorded(
         ids = [
             record_scan(
                 session,
-                sha256=_sha256(f),
+                sha256=file_sha256(f),
                 source_path=str(f.resolve()),
                 size_bytes=f.stat().st_size,
             )[0].id
@@ -139,33 +130,37 @@ def _screen_unrecorded(
 ) -> list[dict[str, Any]]:
     model = ctx.models.current()
     assert model is not None  # checked by the caller
-    options = draft_for(ctx.decode_options, model.input_size)
+    model_input = model.model_input(ctx.decode_options)
     rows: list[dict[str, Any]] = []
-    for batch in chunks(list(range(len(files))), batch_size):
-        paths = [files[i] for i in batch]
-        prepared = list(
-            ctx.executor.map(lambda p: prepare_file(p, model.input_size, options), paths)
+    for paths in chunks(files, batch_size):
+        outcomes = list(ctx.executor.map(lambda p: prepare_file(p, model_input), paths))
+        prepared = [o for o in outcomes if isinstance(o, Prepared)]
+        verdicts = iter(
+            interpret(predict_prepared(model.predictor, prepared), model.point, model.predictor)
         )
-        good = [
-            (p, r)
-            for p, r in zip(paths, prepared, strict=True)
-            if not isinstance(r, ScreeningError)
-        ]
-        verdicts = iter(model.classify(np.stack([r.image for _, r in good])) if good else [])
-        for path, outcome in zip(paths, prepared, strict=True):
-            # A screened file's hash is that of the very bytes its verdict was made from.
-            digest = _sha256(path) if isinstance(outcome, ScreeningError) else outcome.sha256
-            row: dict[str, Any] = {"source_path": str(path), "sha256": digest}
+        for path, outcome in zip(paths, outcomes, strict=True):
             if isinstance(outcome, ScreeningError):
-                row.update(status=outcome.status.value, error=outcome.message)
-            else:
-                verdict = next(verdicts)
-                row.update(
-                    status="done",
-                    label=verdict.label,
-                    probability=verdict.probability,
-                    threshold=model.threshold,
-                    model_version=model.version,
+                # No verdict, so no bytes to vouch for: the hash of the file as it is now.
+                rows.append(
+                    {
+                        "source_path": str(path),
+                        "sha256": file_sha256(path) if path.is_file() else None,
+                        "status": outcome.status.value,
+                        "error": outcome.message,
+                    }
                 )
-            rows.append(row)
+                continue
+            verdict = next(verdicts)
+            # A screened file's hash is that of the very bytes its verdict was made from.
+            rows.append(
+                {
+                    "source_path": str(path),
+                    "sha256": outcome.sha256,
+                    "status": "done",
+                    "label": verdict.label,
+                    "probability": verdict.probability,
+                    "threshold": model.threshold,
+                    "model_version": model.version,
+                }
+            )
     return rows

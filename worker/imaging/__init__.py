@@ -7,7 +7,7 @@ from worker.imaging.decode import (
     read_metadata_bytes,
     sniff_format,
 )
-from worker.imaging.options import DecodeOptions, decode_options
+from worker.imaging.options import DecodeOptions
 from worker.imaging.radiograph import Radiograph, ScanFormat, ScanMetadata
 from worker.imaging.resize import MODEL_INPUT_SIZE, to_model_input
 
@@ -18,7 +18,6 @@ __all__ = [
     "ScanFormat",
     "ScanMetadata",
     "decode_bytes",
-    "decode_options",
     "decode_path",
     "read_metadata",
     "read_metadata_bytes",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from worker.errors import NoUsableContent, TooLarge, TransientError, UnreadableScan
 from worker.imaging.dicom import decode_dicom, read_dicom_metadata
+from worker.imaging.errors import NoUsableContent, TooLarge, TransientError, UnreadableScan
 from worker.imaging.options import DecodeOptions
 from worker.imaging.raster import decode_raster, read_raster_metadata
 from worker.imaging.voi import content_problem

@@ -38,7 +38,14 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from worker.errors import (
+from worker.imaging.codestream import (
+    CodestreamError,
+    FrameGeometry,
+    j2k_geometry,
+    jpeg_geometry,
+    rle_check,
+)
+from worker.imaging.errors import (
     MultiFrame,
     NoPixelData,
     NotAChest,
@@ -47,13 +54,6 @@ from worker.errors import (
     TooLarge,
     UnreadableScan,
     brief,
-)
-from worker.imaging.codestream import (
-    CodestreamError,
-    FrameGeometry,
-    j2k_geometry,
-    jpeg_geometry,
-    rle_check,
 )
 from worker.imaging.pseudonym import patient_ref
 from worker.imaging.radiograph import Radiograph, ScanMetadata

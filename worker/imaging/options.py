@@ -1,19 +1,11 @@
-"""Decoder limits and policy (`DecodeOptions`), built from the site's settings."""
+"""Decoder limits and policy (`DecodeOptions`); `worker.decode_config` builds them from settings."""
 
 from __future__ import annotations
 
-import logging
-import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from worker.imaging.pseudonym import KEY_BYTES, KEY_FILE_NAME, load_or_create_key
-from worker.settings import DEFAULT_CHEST_BODY_PARTS
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
-
-log = logging.getLogger(__name__)
+# DICOM Body Part Examined values (upper case) taken as a chest unless a site says otherwise.
+DEFAULT_CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "CHEST_TO_PELVIS", "TORSO", "BREAST_CHEST")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,33 +43,3 @@ class DecodeOptions:
         # Header values are compared upper case; normalise once here, not per scan.
         normalised = tuple(part.strip().upper() for part in self.chest_body_parts)
         object.__setattr__(self, "chest_body_parts", normalised)
-
-
-def decode_options(settings: Settings, *, create_key: bool = True) -> DecodeOptions:
-    """The decoder options a site configured (CXR_MAX_FILE_MB, CXR_MAX_PIXELS, ...).
-
-    Without CXR_PSEUDONYM_KEY the key is read from (or on first use written to)
-    ``var/pseudonym.key``, so patient references stay stable across restarts. With
-    `create_key` false (a look at files, `cxr-screen inspect`) no key file is ever
-    written: without one, a throw-away key is used and the log says so.
-
-    Raises:
-        PseudonymKeyError: the key file is shorter than 32 bytes or cannot be read.
-    """
-    if settings.pseudonym_key is not None:
-        key = settings.pseudonym_key.get_secret_value().encode("utf-8")
-    elif create_key or (settings.var_dir / KEY_FILE_NAME).exists():
-        key = load_or_create_key(settings.var_dir / KEY_FILE_NAME)
-    else:
-        log.warning(
-            "no pseudonym key here (CXR_PSEUDONYM_KEY unset, no %s): patient references "
-            "below use a throw-away key and differ from the service's",
-            settings.var_dir / KEY_FILE_NAME,
-        )
-        key = secrets.token_bytes(KEY_BYTES)
-    return DecodeOptions(
-        max_file_bytes=int(settings.max_file_mb * 1024**2),
-        max_pixels=settings.max_pixels,
-        chest_body_parts=tuple(settings.chest_body_parts),
-        pseudonym_key=key,
-    )

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.ImageFile import ImageFile
 
-from worker.errors import TooLarge, UnreadableScan, brief
+from worker.imaging.errors import TooLarge, UnreadableScan, brief
 from worker.imaging.radiograph import Radiograph, ScanFormat, ScanMetadata
 
 if TYPE_CHECKING:

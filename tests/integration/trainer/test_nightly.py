@@ -21,8 +21,8 @@ from trainer import nightly
 from trainer.data import load_dataset
 from trainer.errors import DataError, RegistryError
 from trainer.promotion import promote, rollback
-from trainer.registry import load_artifact
 from worker.imaging import DecodeOptions
+from worker.pipeline import load_verified
 from worker.settings import Settings, load_settings
 
 CONFIG = tiny_train_config(epochs=6)
@@ -83,7 +83,7 @@ def test_first_run_registers_an_active_model_with_its_artifacts(
     assert card["model"]["threshold_rule"].startswith("the highest threshold")
     assert card["data"]["counts"]["train"] == {"NORMAL": 8, "PNEUMONIA": 8}
     assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    load_artifact(artifact, checksum=checksum)
+    load_verified(artifact, checksum=checksum, name=outcome["version"])
     [run] = _runs(factory)
     assert run.status is RunStatus.SUCCEEDED
     assert run.trigger == "nightly"

@@ -20,14 +20,9 @@ from db.session import session_scope
 from tests.tiny_model import register_model
 from worker.filing import Filing
 from worker.imaging import DecodeOptions
-from worker.inference import LoadedModel, ModelCache, NonFiniteOutputError
-from worker.screening import (
-    Prepared,
-    ScreeningContext,
-    draft_for,
-    prepare_file,
-    screen_batch,
-)
+from worker.inference import LoadedModel, ModelCache
+from worker.pipeline import NonFiniteOutputError, Prepared, prepare_file
+from worker.screening import ScreeningContext, screen_batch
 
 
 def _drop(factory: sessionmaker[Session], files: list[Path]) -> list[int]:
@@ -191,7 +186,7 @@ def test_a_mixed_precision_worker_records_the_same_labels(
     assert len(report.done) == 3
     served = mixed_context.models.current()
     assert served is not None
-    assert served.keras_model.layers[2].dtype_policy.name == "mixed_bfloat16"
+    assert served.predictor.keras_model.layers[2].dtype_policy.name == "mixed_bfloat16"
     with session_factory() as session:
         recorded = {
             row.scan_id: row.probability
@@ -203,9 +198,9 @@ def test_a_mixed_precision_worker_records_the_same_labels(
             for row in session.execute(select(Scan.id, Scan.source_path).where(Scan.id.in_(ids)))
         }
     assert precisions == {"mixed_bfloat16"}, "an audit can tell 16-bit answers apart"
-    options = draft_for(context.decode_options, float32.input_size)
+    model_input = float32.model_input(context.decode_options)
     for scan_id in ids:
-        prepared = prepare_file(Path(paths[scan_id]), float32.input_size, options)
+        prepared = prepare_file(Path(paths[scan_id]), model_input)
         assert isinstance(prepared, Prepared)
         reference = float32.classify(prepared.image[None])[0].probability
         assert abs(recorded[scan_id] - reference) < 0.02
@@ -225,7 +220,8 @@ class _NaNModels:
             def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
                 return np.full((len(images), 2), np.nan, dtype=np.float32)
 
-        return dataclasses.replace(loaded, keras_model=_NaN())
+        predictor = dataclasses.replace(loaded.predictor, keras_model=_NaN())
+        return dataclasses.replace(loaded, predictor=predictor)
 
 
 def test_nan_output_goes_back_to_the_queue_and_records_nothing(

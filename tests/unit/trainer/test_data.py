@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.trainer.conftest import make_dataset, write_image
-from trainer.data import decode_for_model, load_dataset, scan_split
+from trainer.data import load_dataset, prepare_images, scan_split
 from trainer.errors import DataError
-from worker.errors import UnreadableScan
 from worker.imaging import DecodeOptions
+from worker.pipeline import ModelInput
 
 
 def test_classes_are_the_sorted_sub_folders_of_train(tiny_data: Path) -> None:
@@ -89,12 +89,25 @@ def test_fingerprint_follows_content_and_labels_not_names_or_dates(tiny_data: Pa
     assert load_dataset(tiny_data).fingerprint() not in (first, moved)
 
 
-def test_images_are_decoded_by_the_workers_decoder(tmp_path: Path) -> None:
-    path = write_image(tmp_path / "a.png", "NORMAL", 1)
-    pixels = decode_for_model(path, size=32, options=DecodeOptions())
-    assert pixels.shape == (32, 32, 3)
-    assert pixels.dtype.name == "uint8"
-    bad = tmp_path / "bad.png"
+def test_images_are_decoded_by_the_workers_pipeline(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "NORMAL" / "a.png", "NORMAL", 1)
+    bad = tmp_path / "NORMAL" / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(UnreadableScan):
-        decode_for_model(bad, size=32, options=DecodeOptions())
+    split = scan_split(tmp_path)
+    prepared = prepare_images(split.images, ModelInput.of(32, DecodeOptions()))
+    assert prepared.pixels.shape == (1, 32, 32, 3)
+    assert prepared.pixels.dtype.name == "uint8"
+    assert [i.path for i in prepared.images] == [path]
+    [(failed, reason)] = prepared.failed
+    assert failed == bad
+    assert reason.startswith("bad.png: ")
+
+
+def test_an_image_rewritten_after_listing_is_left_out(tmp_path: Path) -> None:
+    """Features are cached under the listed hash: they must be of those very bytes."""
+    path = write_image(tmp_path / "NORMAL" / "a.png", "NORMAL", 1)
+    split = scan_split(tmp_path)
+    write_image(path, "NORMAL", 2)
+    prepared = prepare_images(split.images, ModelInput.of(32, DecodeOptions()))
+    assert prepared.images == ()
+    assert "changed after the folder was listed" in prepared.failed[0][1]

@@ -11,10 +11,10 @@ import pytest
 from db.models import ModelStatus
 from tests.tiny_model import save_tiny_model
 from tests.unit.trainer.conftest import make_dataset
-from trainer import promotion
 from trainer.data import scan_split
 from trainer.promotion import ModelRef, evaluate_ref
 from worker.imaging import DecodeOptions
+from worker.pipeline import predict as predict_stage
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -27,6 +27,7 @@ class _SecondRowNaN:
         self._model = model
         self.input_shape = model.input_shape
         self.output_shape = model.output_shape
+        self.jit_compile = False
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         out = np.array(self._model.predict_on_batch(images), dtype=np.float32)
@@ -54,9 +55,9 @@ def test_non_finite_16_bit_answers_are_scored_in_float32_and_counted(
     _, reference = evaluate_ref(ref, split, batch_size=4, **common)
     assert reference.fell_back == 0
 
-    real = promotion.for_inference
+    real = predict_stage.for_inference
     monkeypatch.setattr(
-        promotion,
+        predict_stage,
         "for_inference",
         lambda model, **kw: _SecondRowNaN(real(model, **kw)),
     )

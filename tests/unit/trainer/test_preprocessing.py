@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from trainer.backbones import BACKBONES, get_backbone
+from trainer.backbones import get_backbone
 from trainer.model import build_classifier
 from trainer.preprocessing import preprocessing_layer
+from worker.pipeline.backbones import BACKBONES
 
 
 def _pixels(seed: int = 0) -> np.ndarray:

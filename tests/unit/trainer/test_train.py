@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -11,15 +12,18 @@ import pytest
 
 from tests.unit.trainer.conftest import write_image
 from trainer.backbones import weights_sha256
-from trainer.data import decode_for_model, load_dataset
+from trainer.data import LabelledImage, load_dataset, prepare_images
 from trainer.errors import ConfigError, DataError
 from trainer.features import CacheKey
 from trainer.train import TrainConfig, class_weights, train_model
 from worker.imaging import DecodeOptions
+from worker.pipeline import ModelInput
 
 
-def _pixels(paths: list[Path], size: int) -> np.ndarray:
-    return np.stack([decode_for_model(p, size=size, options=DecodeOptions()) for p in paths])
+def _pixels(images: Sequence[LabelledImage], size: int) -> np.ndarray:
+    prepared = prepare_images(images, ModelInput.of(size, DecodeOptions()))
+    assert len(prepared.images) == len(images)
+    return prepared.pixels
 
 
 def test_trains_a_useful_head_and_leaves_the_base_frozen(
@@ -44,9 +48,9 @@ def test_trains_a_useful_head_and_leaves_the_base_frozen(
     assert result.counts["train"] == {"NORMAL": 10, "PNEUMONIA": 10}
     assert result.extraction == {"extracted": 32, "cached": 0}
     # The servable model on raw pixels gives the probabilities the metrics used.
-    paths = [image.path for image in dataset.evaluation.images]
+    pixels = _pixels(dataset.evaluation.images, 32)
     np.testing.assert_allclose(
-        result.model.predict(_pixels(paths, 32), verbose=0), result.probabilities, atol=1e-4
+        result.model.predict(pixels, verbose=0), result.probabilities, atol=1e-4
     )
 
 

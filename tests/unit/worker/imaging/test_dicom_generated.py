@@ -23,7 +23,6 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from db.models import ScanStatus
 from tests.unit.worker.imaging.factory import (
     PATIENT_NAME,
     dicom_dataset,
@@ -32,7 +31,9 @@ from tests.unit.worker.imaging.factory import (
     write_bare_dataset,
     write_dicom,
 )
-from worker.errors import (
+from worker.imaging import DecodeOptions, Radiograph, decode_path
+from worker.imaging.errors import (
+    Disposition,
     MultiFrame,
     NoPixelData,
     NotAChest,
@@ -40,7 +41,6 @@ from worker.errors import (
     TooLarge,
     UnreadableScan,
 )
-from worker.imaging import DecodeOptions, Radiograph, decode_path
 
 OPTIONS = DecodeOptions(pseudonym_key=b"test-key-0123456789abcdef0123456")
 
@@ -278,7 +278,7 @@ def test_multi_frame_is_rejected(tmp_path: Path) -> None:
 
     with pytest.raises(MultiFrame, match=r"multi\.dcm: has 2 frames; only single-frame") as info:
         _decode(write_dicom(ds, tmp_path / "multi.dcm"))
-    assert info.value.status is ScanStatus.REJECTED
+    assert info.value.status is Disposition.REJECTED
 
 
 def test_ct_is_not_a_radiograph(tmp_path: Path) -> None:
@@ -293,7 +293,7 @@ def test_real_mr_sample_is_not_a_radiograph() -> None:
 
     with pytest.raises(NotARadiograph, match="Modality MR") as info:
         _decode(path)
-    assert info.value.status is ScanStatus.REJECTED
+    assert info.value.status is Disposition.REJECTED
     assert info.value.code == "not_a_radiograph"
 
 
@@ -324,7 +324,7 @@ def test_hip_is_not_a_chest_and_the_list_is_configurable(tmp_path: Path) -> None
         match=r"hip\.dcm: Body Part Examined is 'HIP', not a chest; .*CXR_CHEST_BODY_PARTS",
     ) as info:
         _decode(path)
-    assert info.value.status is ScanStatus.REJECTED
+    assert info.value.status is Disposition.REJECTED
 
     permissive = DecodeOptions(chest_body_parts=("chest", "hip"))
     assert _decode(path, permissive).metadata.body_part == "HIP"
@@ -351,7 +351,7 @@ def test_header_over_the_pixel_cap_is_rejected_before_decoding(tmp_path: Path) -
 
     with pytest.raises(TooLarge, match=r"claims 10000 x 20000 pixels.*CXR_MAX_PIXELS") as info:
         _decode(write_dicom(ds, tmp_path / "huge.dcm"))
-    assert info.value.status is ScanStatus.REJECTED
+    assert info.value.status is Disposition.REJECTED
 
 
 def test_codestream_over_the_pixel_cap_is_rejected_before_decoding(tmp_path: Path) -> None:
@@ -393,7 +393,7 @@ def test_truncated_compressed_file_is_unreadable(tmp_path: Path) -> None:
 
     with pytest.raises(UnreadableScan, match=r"cut\.dcm: .*truncated") as info:
         _decode(path)
-    assert info.value.status is ScanStatus.FAILED
+    assert info.value.status is Disposition.FAILED
     assert info.value.code == "unreadable"
 
 
@@ -436,7 +436,7 @@ def test_malformed_header_values_are_unreadable(
 
     with pytest.raises(UnreadableScan, match=r"odd\.dcm: has a malformed header value") as info:
         _decode(path)
-    assert info.value.status is ScanStatus.FAILED
+    assert info.value.status is Disposition.FAILED
 
 
 def test_patient_ref_is_a_keyed_hash_and_the_name_appears_nowhere(tmp_path: Path) -> None:

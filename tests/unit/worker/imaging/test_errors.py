@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from db.models import ScanStatus
-from worker.errors import (
+from worker.errors import ContentChanged, OutsideFolders, scan_status
+from worker.imaging.errors import (
+    Disposition,
     MultiFrame,
     NoPixelData,
     NotAChest,
@@ -25,16 +27,16 @@ from worker.errors import (
 @pytest.mark.parametrize(
     ("error_type", "status", "code"),
     [
-        (UnreadableScan, ScanStatus.FAILED, "unreadable"),
-        (NoPixelData, ScanStatus.REJECTED, "no_pixel_data"),
-        (MultiFrame, ScanStatus.REJECTED, "multi_frame"),
-        (NotARadiograph, ScanStatus.REJECTED, "not_a_radiograph"),
-        (NotAChest, ScanStatus.REJECTED, "not_a_chest"),
-        (TooLarge, ScanStatus.REJECTED, "too_large"),
+        (UnreadableScan, Disposition.FAILED, "unreadable"),
+        (NoPixelData, Disposition.REJECTED, "no_pixel_data"),
+        (MultiFrame, Disposition.REJECTED, "multi_frame"),
+        (NotARadiograph, Disposition.REJECTED, "not_a_radiograph"),
+        (NotAChest, Disposition.REJECTED, "not_a_chest"),
+        (TooLarge, Disposition.REJECTED, "too_large"),
     ],
 )
 def test_each_error_maps_to_a_status_and_a_stable_code(
-    error_type: type[ScreeningError], status: ScanStatus, code: str
+    error_type: type[ScreeningError], status: Disposition, code: str
 ) -> None:
     error = error_type(Path("/inbox/site/scan.dcm"), "is wrong", "do this")
 
@@ -106,3 +108,20 @@ def test_a_file_still_growing_is_transient(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(Path, "stat", stale_stat)
     with pytest.raises(TransientError, match=r"copying\.dcm: grew while being read"):
         decode_path(path)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status"),
+    [
+        (UnreadableScan, ScanStatus.FAILED),
+        (NotAChest, ScanStatus.REJECTED),
+        (TooLarge, ScanStatus.REJECTED),
+        (ContentChanged, ScanStatus.FAILED),
+        (OutsideFolders, ScanStatus.FAILED),
+    ],
+)
+def test_the_screening_layer_maps_each_disposition_to_the_scan_status(
+    error_type: type[ScreeningError], status: ScanStatus
+) -> None:
+    """The decoder knows no scan rows; the screening layer records its verdict."""
+    assert scan_status(error_type(Path("a.dcm"), "is wrong", "do this")) is status

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.imaging import DecodeOptions, decode_options
+from worker.decode_config import decode_options
+from worker.imaging import DecodeOptions
 from worker.imaging.pseudonym import load_or_create_key, patient_ref
 from worker.settings import load_settings
 

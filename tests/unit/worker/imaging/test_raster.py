@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from db.models import ScanStatus
 from tests.unit.worker.imaging.factory import orientation_margin, phantom, png_claiming, write_jpeg
-from worker.errors import TooLarge, UnreadableScan
 from worker.imaging import DecodeOptions, decode_path, to_model_input
+from worker.imaging.errors import Disposition, TooLarge, UnreadableScan
 
 
 def test_kermany_224_jpegs_come_out_unchanged(shared_data: Path) -> None:
@@ -144,7 +143,7 @@ def test_png_decompression_bomb_is_rejected_before_decoding(tmp_path: Path) -> N
 
     with pytest.raises(TooLarge, match=r"bomb\.png: the image claims more pixels") as info:
         decode_path(absurd)
-    assert info.value.status is ScanStatus.REJECTED
+    assert info.value.status is Disposition.REJECTED
     with pytest.raises(TooLarge, match=r"over_cap\.png: .*\(9500 x 9000 pixels\).*CXR_MAX_PIXELS"):
         decode_path(over_cap)
 
@@ -156,7 +155,7 @@ def test_truncated_jpeg_is_unreadable(tmp_path: Path) -> None:
 
     with pytest.raises(UnreadableScan, match=r"cut\.jpg: its JPEG image data could not be") as info:
         decode_path(path)
-    assert info.value.status is ScanStatus.FAILED
+    assert info.value.status is Disposition.FAILED
 
 
 @pytest.mark.parametrize("content", [b"\x00" * 0, b"not an image at all, just text\n" * 40])

@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1
 
-from db.models import ScanStatus
 from tests.unit.worker.imaging.factory import orientation_margin
-from worker.errors import NotAChest, ScreeningError, UnreadableScan
 from worker.imaging import DecodeOptions, Radiograph, decode_path, to_model_input
+from worker.imaging.errors import Disposition, NotAChest, ScreeningError, UnreadableScan
 
 OPTIONS = DecodeOptions(pseudonym_key=b"test-key-0123456789abcdef0123456")
 CHEST_PA = (
@@ -118,7 +117,7 @@ def test_hip_files_are_rejected_as_not_a_chest(
 ) -> None:
     error = decoded[name]
     assert isinstance(error, REJECTED[name])
-    assert error.status is ScanStatus.REJECTED
+    assert error.status is Disposition.REJECTED
     assert error.code == "not_a_chest"
     assert error.message.startswith(f"{name}: Body Part Examined is 'HIP', not a chest; ")
     assert "CXR_CHEST_BODY_PARTS" in error.message
@@ -131,7 +130,7 @@ def test_broken_file_fails_as_unreadable_once_in_scope(dicom_dir: Path) -> None:
 
     with pytest.raises(UnreadableScan, match="its pixel data could not be decoded") as info:
         decode_path(path, options)
-    assert info.value.status is ScanStatus.FAILED
+    assert info.value.status is Disposition.FAILED
     assert info.value.message.startswith("broken_cr_hip_jpeg_extended.dcm: ")
 
 

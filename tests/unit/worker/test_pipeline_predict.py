@@ -1,4 +1,5 @@
-"""Partial batches padded to a few fixed shapes when the model is XLA-compiled."""
+"""The predict stage: partial batches padded to a few fixed shapes when the model is
+XLA-compiled, non-finite answers refused, a 16-bit NaN answered in float32."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ import pytest
 
 from db.models import ModelVersion
 from tests.tiny_model import TINY_SIZE, save_tiny_model
-from worker.inference import (
-    LoadedModel,
-    NonFiniteOutputError,
-    load_model_version,
-    padded_size,
-)
+from worker.inference import LoadedModel, load_model_version
+from worker.pipeline import NonFiniteOutputError, OperatingPoint, Predictor, padded_size
 
 
 @pytest.mark.parametrize(
@@ -48,12 +45,9 @@ def _loaded(model: Any, *, pad: bool) -> LoadedModel:
     return LoadedModel(
         version_id=1,
         version="tiny",
-        classes=("NORMAL", "PNEUMONIA"),
-        positive_class="PNEUMONIA",
-        threshold=0.5,
         input_size=TINY_SIZE,
-        keras_model=model,
-        pad_batches=pad,
+        predictor=Predictor(model, name="tiny", pad_batches=pad),
+        point=OperatingPoint(("NORMAL", "PNEUMONIA"), "PNEUMONIA", 0.5),
     )
 
 
@@ -69,10 +63,11 @@ def test_padding_changes_the_shapes_run_but_not_the_answers(tmp_path: Path) -> N
     padded = _loaded(recorder, pad=True)
     plain = _loaded(model, pad=False)
     for count in (1, 3, 5, 11):
-        got, fell_back = padded.predict(images[:count])
-        assert got.shape == (count, 2)
-        assert not fell_back.any()
-        np.testing.assert_allclose(got, plain.predict(images[:count])[0], atol=1e-5)
+        answer = padded.predictor(images[:count])
+        assert answer.values.shape == (count, 2)
+        assert not answer.fell_back.any()
+        reference = plain.predictor(images[:count]).values
+        np.testing.assert_allclose(answer.values, reference, atol=1e-5)
     assert recorder.shapes == [1, 4, 8, 16]
 
 
@@ -93,10 +88,12 @@ def test_an_xla_model_loaded_by_the_worker_pads(tmp_path: Path) -> None:
     )
     compiled = load_model_version(row, xla="on")
     plain = load_model_version(row, xla="off")
-    assert compiled.pad_batches is True
-    assert plain.pad_batches is False
+    assert compiled.predictor.pad_batches is True
+    assert plain.predictor.pad_batches is False
     images = np.random.default_rng(1).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
-    np.testing.assert_allclose(compiled.predict(images)[0], plain.predict(images)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        compiled.predictor(images).values, plain.predictor(images).values, atol=1e-5
+    )
 
 
 class _Broken:
@@ -122,9 +119,11 @@ def test_a_16_bit_nan_is_answered_by_the_float32_model(tmp_path: Path) -> None:
     path = tmp_path / "tiny.keras"
     save_tiny_model(path)
     float32 = keras.models.load_model(path, compile=False)
-    model = dataclasses.replace(
-        _loaded(_Broken(), pad=False), precision="mixed_float16", float32_model=float32
+    loaded = _loaded(_Broken(), pad=False)
+    predictor = dataclasses.replace(
+        loaded.predictor, precision="mixed_float16", float32_model=float32
     )
+    model = dataclasses.replace(loaded, predictor=predictor)
     images = np.random.default_rng(2).integers(0, 256, (3, TINY_SIZE, TINY_SIZE, 3), np.uint8)
     verdicts = model.classify(images)
     expected = np.asarray(float32.predict_on_batch(images.astype(np.float32)))
