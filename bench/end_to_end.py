@@ -147,7 +147,7 @@ def service_figures(
     log_path = workdir / "up.log"
     log = log_path.open("wb")
     service = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "up"],
+        [sys.executable, "-m", "cxr_screen.cli", "up"],
         cwd=site,
         env=env,
         stdout=log,

@@ -283,7 +283,7 @@ def worker_rate(
 
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker"],
+        [sys.executable, "-m", "cxr_screen.cli", "worker"],
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -107,16 +107,21 @@ def claim_scans(session: Session, *, scan_ids: Sequence[int], worker: str) -> li
     return list(session.scalars(select(Scan).where(Scan.id.in_(claimed)).order_by(Scan.id)))
 
 
+def _held_by(worker: str, scan_ids: Sequence[int]) -> tuple[ColumnElement[bool], ...]:
+    """The scans among `scan_ids` that `worker` holds now (claimed, not taken back)."""
+    return (
+        Scan.id.in_(scan_ids),
+        Scan.status == ScanStatus.PROCESSING,
+        Scan.claimed_by == worker,
+    )
+
+
 def release_scans(session: Session, *, scan_ids: Sequence[int], worker: str) -> None:
     """Give claimed scans back to the queue untouched (no model, shutting down)."""
     if scan_ids:
         session.execute(
             update(Scan)
-            .where(
-                Scan.id.in_(scan_ids),
-                Scan.status == ScanStatus.PROCESSING,
-                Scan.claimed_by == worker,
-            )
+            .where(*_held_by(worker, scan_ids))
             .values(
                 status=ScanStatus.QUEUED,
                 claimed_at=None,
@@ -244,11 +249,7 @@ def fail_claimed(
     now = utcnow()
     failed = session.scalars(
         update(Scan)
-        .where(
-            Scan.id.in_(scan_ids),
-            Scan.status == ScanStatus.PROCESSING,
-            Scan.claimed_by == worker,
-        )
+        .where(*_held_by(worker, scan_ids))
         .values(
             status=ScanStatus.FAILED,
             error_code=code,

@@ -19,6 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
 echo "== ruff check" && "$VENV/bin/ruff" check .
 echo "== ruff format --check" && "$VENV/bin/ruff" format --check .
-echo "== mypy --strict (worker, trainer, db)" && "$VENV/bin/mypy"
+echo "== mypy --strict (cxr_screen, worker, trainer, db)" && "$VENV/bin/mypy"
+echo "== import contracts (pyproject.toml [tool.importlinter])" && "$VENV/bin/lint-imports" --no-cache
 echo "== pytest (PostgreSQL: $CXR_TEST_POSTGRES_URL, Redis: $CXR_TEST_REDIS_URL)"
 "$PY" -m pytest "$@"

@@ -41,18 +41,18 @@ FEATURE_CACHE_DIR = "feature_cache"
 def train_config(settings: Settings, **overrides: Any) -> TrainConfig:
     """The training configuration a site's settings describe, with explicit overrides."""
     config = TrainConfig(
-        backbone=settings.backbone,
-        base_weights=settings.base_weights,
-        epochs=settings.train_epochs,
-        batch_size=settings.train_batch_size,
-        online_augmentation=settings.online_augmentation,
+        backbone=settings.training.backbone,
+        base_weights=settings.training.base_weights,
+        epochs=settings.training.train_epochs,
+        batch_size=settings.training.train_batch_size,
+        online_augmentation=settings.training.online_augmentation,
     )
     return replace(config, **overrides) if overrides else config
 
 
 def cache_root(settings: Settings) -> Path:
     """Where base features are cached: beside the models they were computed for."""
-    return settings.model_dir / FEATURE_CACHE_DIR
+    return settings.storage.model_dir / FEATURE_CACHE_DIR
 
 
 @contextmanager
@@ -84,7 +84,7 @@ def run_training(
     decode: DecodeOptions | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train on ``settings.data_dir`` unless nothing changed; register and gate the result.
+    """Train on ``settings.training.data_dir`` unless nothing changed; register and gate the result.
 
     Returns a JSON-ready summary: ``status`` is ``succeeded``, ``skipped`` (the data
     and backbone equal the last trained model's) or ``busy`` (another run holds the
@@ -93,13 +93,13 @@ def run_training(
     Raises:
         TrainerError: bad data or configuration (the run is recorded as failed).
     """
-    if settings.data_dir is None:
+    if settings.training.data_dir is None:
         raise DataError(
             "CXR_DATA_DIR is not set; point it at a folder with train/<CLASS>/ and val/<CLASS>/"
         )
     config = config or train_config(settings)
     config.validate()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.storage.database_url)
     try:
         factory = make_session_factory(engine)
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -148,7 +148,7 @@ def _locked_run(
     decode: DecodeOptions,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    data_dir = settings.data_dir
+    data_dir = settings.training.data_dir
     assert data_dir is not None  # checked by run_training
     with captured_log() as log:
         with session_scope(factory) as session:
@@ -197,7 +197,7 @@ def _locked_run(
             version = new_version(config.backbone, now=now, taken=taken)
             saved = save_trained(
                 result,
-                model_dir=settings.model_dir,
+                model_dir=settings.storage.model_dir,
                 version=version,
                 data_fingerprint=fingerprint,
                 data_root=data_dir,

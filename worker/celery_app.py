@@ -19,7 +19,6 @@ SCREEN_TASK = "cxr.screen_batch"
 RECONCILE_TASK = "cxr.reconcile"
 RETRAIN_TASK = "cxr.retrain"
 SEND_REPORTS_TASK = "cxr.send_reports"
-SCREENING_TASK_MODULES = ("worker.tasks", "worker.pacs.tasks")
 
 
 def _cron(expression: str) -> crontab:
@@ -66,30 +65,29 @@ def _embedded_broker_path(url: str) -> Path | None:
 def create_app(
     settings: Settings,
     *,
-    include: tuple[str, ...] = SCREENING_TASK_MODULES,
+    include: tuple[str, ...],
     background: bool = False,
 ) -> Celery:
     """A Celery app for these settings.
 
     Args:
         settings: Validated settings (broker URL, timeouts, schedule).
-        include: Task modules this process registers. The screening worker only needs
-            `worker.tasks`; a training worker adds `trainer.tasks`. Beat and producers
-            send tasks by name and need neither.
+        include: Task modules this process registers (`cxr_screen.task_modules` says
+            which per queue). Beat and producers send tasks by name and need none.
         background: A worker that consumes only background work (training): on the
             embedded broker it polls once a second instead of ten times.
     """
-    embedded = _embedded_broker_path(settings.broker_url)
+    embedded = _embedded_broker_path(settings.storage.broker_url)
     if embedded is not None:
         embedded.parent.mkdir(parents=True, exist_ok=True)
         # kombu creates the file itself; made first, it is owner-only like the results db.
         private_sqlite_file(embedded)
-    app = Celery("cxr-screen", broker=settings.broker_url, include=list(include))
+    app = Celery("cxr-screen", broker=settings.storage.broker_url, include=list(include))
     transport_options: dict[str, Any]
     if embedded is not None:
         # The same database URL without the `sqla+` prefix (which would select kombu's
         # own class), and our transport class named instead.
-        app.conf.broker_url = settings.broker_url.removeprefix(EMBEDDED_PREFIX)
+        app.conf.broker_url = settings.storage.broker_url.removeprefix(EMBEDDED_PREFIX)
         transport = EmbeddedBackgroundTransport if background else EmbeddedTransport
         app.conf.broker_transport = f"{__name__}:{transport.__name__}"
         # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's
@@ -97,8 +95,8 @@ def create_app(
         transport_options = {"connect_args": {"timeout": 30}}
     else:
         # Redis hands an unacknowledged task to another worker after this long: longer
-        # than any batch can legitimately take (see Settings.visibility_timeout_s).
-        transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+        # than any batch can legitimately take (see ScreeningSettings.visibility_timeout_s).
+        transport_options = {"visibility_timeout": settings.screening.visibility_timeout_s}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -133,19 +131,19 @@ def create_app(
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE_TASK,
-                "schedule": settings.reconcile_interval_s,
+                "schedule": settings.screening.reconcile_interval_s,
                 # A reconcile older than its interval is superseded by the next one.
-                "options": {"expires": settings.reconcile_interval_s},
+                "options": {"expires": settings.screening.reconcile_interval_s},
             },
             # Always scheduled: with reports off it marks new DICOM results `disabled`.
             "send-reports": {
                 "task": SEND_REPORTS_TASK,
-                "schedule": settings.report_interval_s,
-                "options": {"expires": settings.report_interval_s},
+                "schedule": settings.pacs.report_interval_s,
+                "options": {"expires": settings.pacs.report_interval_s},
             },
             "nightly-retrain": {
                 "task": RETRAIN_TASK,
-                "schedule": _cron(settings.retrain_cron),
+                "schedule": _cron(settings.training.retrain_cron),
                 "kwargs": {"trigger": "nightly"},
             },
         },
@@ -166,7 +164,7 @@ def prepare_embedded_broker(settings: Settings) -> None:
     "table kombu_queue already exists", logged as a lost broker connection. Nothing to
     do for Redis.
     """
-    if _embedded_broker_path(settings.broker_url) is None:
+    if _embedded_broker_path(settings.storage.broker_url) is None:
         return
     app = create_app(settings, include=())
     with app.connection_for_write() as connection:

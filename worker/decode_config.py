@@ -23,20 +23,20 @@ def decode_options(settings: Settings, *, create_key: bool = True) -> DecodeOpti
     Raises:
         PseudonymKeyError: the key file is shorter than 32 bytes or cannot be read.
     """
-    if settings.pseudonym_key is not None:
-        key = settings.pseudonym_key.get_secret_value().encode("utf-8")
-    elif create_key or (settings.var_dir / KEY_FILE_NAME).exists():
-        key = load_or_create_key(settings.var_dir / KEY_FILE_NAME)
+    if settings.decoder.pseudonym_key is not None:
+        key = settings.decoder.pseudonym_key.get_secret_value().encode("utf-8")
+    elif create_key or (settings.storage.var_dir / KEY_FILE_NAME).exists():
+        key = load_or_create_key(settings.storage.var_dir / KEY_FILE_NAME)
     else:
         log.warning(
             "no pseudonym key here (CXR_PSEUDONYM_KEY unset, no %s): patient references "
             "below use a throw-away key and differ from the service's",
-            settings.var_dir / KEY_FILE_NAME,
+            settings.storage.var_dir / KEY_FILE_NAME,
         )
         key = secrets.token_bytes(KEY_BYTES)
     return DecodeOptions(
-        max_file_bytes=int(settings.max_file_mb * 1024**2),
-        max_pixels=settings.max_pixels,
-        chest_body_parts=tuple(settings.chest_body_parts),
+        max_file_bytes=int(settings.decoder.max_file_mb * 1024**2),
+        max_pixels=settings.decoder.max_pixels,
+        chest_body_parts=tuple(settings.decoder.chest_body_parts),
         pseudonym_key=key,
     )

@@ -26,15 +26,20 @@ def worker_name() -> str:
 
 def build_context(settings: Settings, *, file_results: bool = True) -> ScreeningContext:
     """Everything `screen_batch` needs, for these settings."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.storage.database_url)
     factory = make_session_factory(engine)
     return ScreeningContext(
         session_factory=factory,
         models=ModelCache(
-            factory, precision=settings.precision, xla=settings.xla, max_batch=settings.batch_size
+            factory,
+            precision=settings.screening.precision,
+            xla=settings.screening.xla,
+            max_batch=settings.screening.batch_size,
         ),
         decode_options=decode_options(settings),
-        executor=ThreadPoolExecutor(settings.decode_pool_size, thread_name_prefix="decode"),
+        executor=ThreadPoolExecutor(
+            settings.screening.decode_pool_size, thread_name_prefix="decode"
+        ),
         worker_name=worker_name(),
         filing=filing_from(settings) if file_results else None,
     )
@@ -47,9 +52,9 @@ def filing_from(settings: Settings) -> Filing:
     inbox, and the worker compares them with these roots as written.
     """
     return Filing(
-        inbox=Path(os.path.abspath(settings.inbox)),  # noqa: PTH100
-        archive=Path(os.path.abspath(settings.archive)),  # noqa: PTH100
-        quarantine=Path(os.path.abspath(settings.quarantine)),  # noqa: PTH100
+        inbox=Path(os.path.abspath(settings.storage.inbox)),  # noqa: PTH100
+        archive=Path(os.path.abspath(settings.storage.archive)),  # noqa: PTH100
+        quarantine=Path(os.path.abspath(settings.storage.quarantine)),  # noqa: PTH100
     )
 
 

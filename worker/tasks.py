@@ -113,14 +113,14 @@ def reconcile_task(self: Task) -> dict[str, Any]:
         with session_scope(ctx.session_factory) as session:
             outcome = reconcile(
                 session,
-                claim_timeout=timedelta(seconds=settings.claim_timeout_s),
-                requeue_after=timedelta(seconds=settings.requeue_after_s),
-                max_attempts=settings.max_attempts,
+                claim_timeout=timedelta(seconds=settings.screening.claim_timeout_s),
+                requeue_after=timedelta(seconds=settings.screening.requeue_after_s),
+                max_attempts=settings.screening.max_attempts,
             )
     except DATABASE_DOWN as exc:
         log.warning("reconcile skipped: %s; the next run tries again", _describe(exc))
         return {"skipped": "database unavailable"}
-    sent = send_batches(self.app, outcome.to_send, batch_size=settings.batch_size)
+    sent = send_batches(self.app, outcome.to_send, batch_size=settings.screening.batch_size)
     if outcome.requeued or outcome.failed or outcome.to_send:
         log.info(
             "reconcile: requeued %d, failed %d, sent %d of %d queued",

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxr_screen.cli.inspect_cmd import ACCEPTED, _inspect_file
 from tests.adversarial.dicom_mutations import (
     HEADER_VALUES,
     TRANSFER_SYNTAXES,
@@ -46,7 +47,6 @@ from tests.adversarial.dicom_mutations import (
     mutate_pixel_data,
     with_transfer_syntax,
 )
-from worker.cli.inspect_cmd import ACCEPTED, _inspect_file
 from worker.imaging import (
     DecodeOptions,
     Radiograph,

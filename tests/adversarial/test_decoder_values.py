@@ -13,8 +13,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxr_screen.cli.inspect_cmd import inspect
 from tests.adversarial.dicom_mutations import read_dataset, to_bytes
-from worker.cli.inspect_cmd import inspect
 from worker.imaging import DecodeOptions, Radiograph, decode_bytes
 from worker.imaging.errors import Disposition, NoUsableContent
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from cxr_screen.cli.output import csv_cell, inert, printable
 from db.migrate import upgrade
 from db.models import ScanStatus
 from db.scans import mark_unscreenable, record_scan
 from db.session import make_engine, make_session_factory, session_scope
 from tests.cli_runner import run_cli
 from tests.tiny_model import register_model
-from worker.cli.output import csv_cell, inert, printable
 
 KEY = "adversarial-test-pseudonym-key-0123"
 HOSTILE_NAMES = ["scan[/b].png", "scan[bold red]x[/].png", "\x1b]0;pwned\x07\x1b[2Jscan.png"]

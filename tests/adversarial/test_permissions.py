@@ -88,7 +88,7 @@ def test_item15_the_embedded_broker_database_is_owner_only(tmp_path: Path) -> No
     broker = tmp_path / "var" / "broker.db"
     code = (
         "import os\n"
-        "from worker.cli.main import SERVICE_UMASK\n"
+        "from cxr_screen.cli.main import SERVICE_UMASK\n"
         "from worker.celery_app import prepare_embedded_broker\n"
         "from worker.settings import load_settings\n"
         "os.umask(SERVICE_UMASK)  # as main() does\n"

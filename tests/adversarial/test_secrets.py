@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from cxr_screen.cli.common import redacted, scrubbed
 from tests.cli_runner import run_cli
-from worker.cli.common import redacted, scrubbed
 from worker.imaging.pseudonym import KEY_FILE_NAME, load_or_create_key, patient_ref
 
 

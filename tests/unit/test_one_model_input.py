@@ -25,8 +25,8 @@ from worker.inference import LoadedModel
 from worker.pipeline import (
     ModelInput,
     OperatingPoint,
-    Prepared,
     Predictor,
+    Prepared,
     file_sha256,
     prepare_file,
 )

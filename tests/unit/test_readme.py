@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_every_setting_is_in_the_configuration_table() -> None:
     documented = set(re.findall(r"^\| `(CXR_[A-Z_]+)` \|", README.read_text(), re.MULTILINE))
-    settings = {f"CXR_{name.upper()}" for name in Settings.model_fields}
+    settings = set(Settings.variable_names())
     assert settings - documented == set(), "add these to the README's configuration table"
     assert documented - settings == set(), "the README documents settings that do not exist"
 

@@ -18,6 +18,32 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _hidden_copy(target: Path, data: bytes) -> Path:
+    """`data` in a hidden, fsynced `.part` file beside `target` (the watcher ignores it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); the watcher and workers read it as the
+        # same user or group, and nobody else needs to.
+        temporary.chmod(0o640)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _fsync_entries(folder: Path, *, new_folder: bool) -> None:
+    """Flush the folder's entries (and its parent's when the folder is new) to disk."""
+    _fsync_dir(folder)
+    if new_folder:
+        _fsync_dir(folder.parent)
+
+
 def write_atomically(target: Path, data: bytes) -> None:
     """Write `data` to `target` so that no reader ever sees a partial file.
 
@@ -27,25 +53,14 @@ def write_atomically(target: Path, data: bytes) -> None:
     It replaces `target`: only for files the service derives itself (reports), never
     for received scans, which go through `publish_new`.
     """
-    folder = target.parent
-    new_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    new_folder = not target.parent.exists()
+    temporary = _hidden_copy(target, data)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); the watcher and workers read it as the
-        # same user or group, and nobody else needs to.
-        Path(temporary).chmod(0o640)
-        Path(temporary).replace(target)
+        temporary.replace(target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
-    if new_folder:
-        _fsync_dir(folder.parent)
+    _fsync_entries(target.parent, new_folder=new_folder)
 
 
 def publish_new(target: Path, data: bytes) -> Path:
@@ -75,16 +90,9 @@ def publish_new(target: Path, data: bytes) -> Path:
         OSError: the inbox cannot be written, or 99 names beside `target` are taken.
     """
     digest = hashlib.sha256(data).hexdigest()
-    folder = target.parent
-    new_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    new_folder = not target.parent.exists()
+    temporary = _hidden_copy(target, data)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temporary).chmod(0o640)
         candidates = [target, target.with_name(f"{target.stem}.{digest[:12]}{target.suffix}")]
         candidates += [
             target.with_name(f"{target.stem}.{digest[:12]}.{n}{target.suffix}")
@@ -97,13 +105,11 @@ def publish_new(target: Path, data: bytes) -> Path:
                 if candidate != target and _same_bytes(candidate, digest):
                     return candidate  # this very re-send was stored already
                 continue
-            _fsync_dir(folder)
-            if new_folder:
-                _fsync_dir(folder.parent)
+            _fsync_entries(target.parent, new_folder=new_folder)
             return candidate
         raise FileExistsError(f"no free name beside {target}")
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def _same_bytes(path: Path, digest: str) -> bool:

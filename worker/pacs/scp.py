@@ -42,6 +42,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from worker.pacs.aet import is_uid
 from worker.pacs.errors import ReceiverError
 from worker.pacs.files import publish_new
+from worker.pacs.tls import server_context
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,28 @@ class ReceiverConfig:
     timeout: float
     max_instance_bytes: int = 512 * 1024**2
     ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReceiverConfig:
+        """The receiver these (validated) settings describe, its TLS context loaded.
+
+        Raises:
+            ReceiverError: the TLS certificate, key or CA cannot be loaded.
+        """
+        pacs = settings.pacs
+        context = None
+        if pacs.dicom_tls_cert is not None and pacs.dicom_tls_key is not None:
+            context = server_context(pacs.dicom_tls_cert, pacs.dicom_tls_key, pacs.dicom_tls_ca)
+        return cls(
+            ae_title=pacs.dicom_ae_title,
+            bind_address=pacs.dicom_bind_address,
+            port=pacs.dicom_port,
+            allowed_aes=pacs.dicom_allowed_aes,
+            inbox=settings.storage.inbox,
+            timeout=pacs.dicom_timeout_s,
+            max_instance_bytes=int(settings.decoder.max_file_mb * 1024**2),
+            ssl_context=context,
+        )
 
 
 def _failure(code: int, comment: str) -> Dataset:

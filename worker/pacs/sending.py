@@ -50,16 +50,16 @@ class ReportConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> ReportConfig:
         """The sending configuration of these (validated) settings."""
-        destination = settings.report_destination
+        destination = settings.pacs.report_destination
         return cls(
-            enabled=settings.reports_enabled,
+            enabled=settings.pacs.reports_enabled,
             destination=parse_destination(destination) if destination else None,
-            calling_ae_title=settings.dicom_ae_title,
+            calling_ae_title=settings.pacs.dicom_ae_title,
             report_dir=settings.reports_path,
-            retry_base_s=settings.report_retry_base_s,
-            retry_max_s=settings.report_retry_max_s,
-            max_attempts=settings.report_max_attempts,
-            timeout=settings.dicom_timeout_s,
+            retry_base_s=settings.pacs.report_retry_base_s,
+            retry_max_s=settings.pacs.report_retry_max_s,
+            max_attempts=settings.pacs.report_max_attempts,
+            timeout=settings.pacs.dicom_timeout_s,
         )
 
     @property

@@ -44,9 +44,9 @@ def folders_from(settings: Settings) -> Folders:
             would be taken again), or the inbox is not a folder.
     """
     folders = Folders(
-        inbox=_absolute(settings.inbox),
-        archive=_absolute(settings.archive),
-        quarantine=_absolute(settings.quarantine),
+        inbox=_absolute(settings.storage.inbox),
+        archive=_absolute(settings.storage.archive),
+        quarantine=_absolute(settings.storage.quarantine),
     )
     for variable, folder in (
         ("CXR_ARCHIVE", folders.archive),
@@ -101,16 +101,16 @@ def build_watcher(
         intake=Intake(
             folders=folders,
             session_factory=session_factory,
-            max_file_bytes=int(settings.max_file_mb * 1024**2),
+            max_file_bytes=int(settings.decoder.max_file_mb * 1024**2),
         ),
         batcher=Batcher(
             broker_sender(app, session_factory),
-            batch_size=settings.batch_size,
-            wait_seconds=settings.batch_wait_ms / 1000,
+            batch_size=settings.screening.batch_size,
+            wait_seconds=settings.watcher.batch_wait_ms / 1000,
         ),
         options=WatchOptions(
-            stable_seconds=settings.stable_seconds,
-            polling=settings.watch_polling,
+            stable_seconds=settings.watcher.stable_seconds,
+            polling=settings.watcher.watch_polling,
             rescan_interval_s=rescan_interval_s,
         ),
     )

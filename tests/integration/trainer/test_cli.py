@@ -11,11 +11,11 @@ import typer
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from cxr_screen.cli.common import CommandError
+from cxr_screen.cli.training_cmd import evaluate, models_app, train
 from tests.cli_runner import run_cli
 from tests.unit.trainer.conftest import make_dataset, tiny_train_config
 from trainer import nightly
-from trainer.cli import evaluate, models_app, train
-from worker.cli.common import CommandError
 
 TINY = tiny_train_config(epochs=6)
 

@@ -76,7 +76,7 @@ def test_first_run_registers_an_active_model_with_its_artifacts(
         assert active.base_weights_sha256
         artifact, checksum = Path(active.artifact_path), active.checksum
     folder = artifact.parent
-    assert folder.parent == settings.model_dir
+    assert folder.parent == settings.storage.model_dir
     assert {p.name for p in folder.iterdir()} == {"model.keras", "model_card.json", "report.png"}
     card = json.loads((folder / "model_card.json").read_text())
     assert card["artifact"]["sha256"] == checksum
@@ -110,8 +110,8 @@ def test_unchanged_data_is_skipped_without_training_and_new_images_retrain(
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1
 
     monkeypatch.undo()
-    assert settings.data_dir is not None
-    write_image(settings.data_dir / "train/NORMAL/new.png", "NORMAL", 777)
+    assert settings.training.data_dir is not None
+    write_image(settings.training.data_dir / "train/NORMAL/new.png", "NORMAL", 777)
     outcome = _run(settings, trigger="nightly")
     assert outcome["status"] == "succeeded"
     assert outcome["features"] == {"extracted": 1, "cached": 28}
@@ -121,12 +121,12 @@ def test_a_worse_model_is_registered_but_not_promoted(
     settings: Settings, factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     first = _run(settings)
-    assert settings.data_dir is not None
+    assert settings.training.data_dir is not None
     # The same evaluation folder, but training labels swapped: a model that is worse.
     swapped = tmp_path / "swapped"
-    shutil.copytree(settings.data_dir / "val", swapped / "val")
-    shutil.copytree(settings.data_dir / "train/NORMAL", swapped / "train/PNEUMONIA")
-    shutil.copytree(settings.data_dir / "train/PNEUMONIA", swapped / "train/NORMAL")
+    shutil.copytree(settings.training.data_dir / "val", swapped / "val")
+    shutil.copytree(settings.training.data_dir / "train/NORMAL", swapped / "train/PNEUMONIA")
+    shutil.copytree(settings.training.data_dir / "train/PNEUMONIA", swapped / "train/NORMAL")
     outcome = _run(settings.model_copy(update={"data_dir": swapped}))
     assert outcome["status"] == "succeeded"
     assert outcome["promoted"] is False
@@ -169,8 +169,8 @@ def test_a_held_lock_stops_a_second_run(settings: Settings, factory: sessionmake
 def test_a_failing_run_is_recorded_and_releases_the_lock(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    assert settings.data_dir is not None
-    shutil.rmtree(settings.data_dir / "val")
+    assert settings.training.data_dir is not None
+    shutil.rmtree(settings.training.data_dir / "val")
     with pytest.raises(DataError, match="no val/ or test/ folder"):
         _run(settings)
     [run] = _runs(factory)

@@ -41,7 +41,9 @@ def test_redis_keeps_kombus_transport_and_the_visibility_timeout() -> None:
     app = create_app(settings, include=())
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, RedisTransport)
-        assert connection.transport_options == {"visibility_timeout": settings.visibility_timeout_s}
+        assert connection.transport_options == {
+            "visibility_timeout": settings.screening.visibility_timeout_s
+        }
 
 
 def test_a_training_only_worker_polls_the_embedded_broker_once_a_second(tmp_path: Path) -> None:

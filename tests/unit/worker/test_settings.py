@@ -19,17 +19,22 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_are_the_embedded_setup() -> None:
     settings = load_settings()
-    assert settings.database_url == "sqlite:///var/cxr-screen.db"
-    assert settings.broker_url.startswith("sqla+sqlite:///var/")
-    assert (settings.inbox, settings.archive, settings.quarantine, settings.model_dir) == (
+    assert settings.storage.database_url == "sqlite:///var/cxr-screen.db"
+    assert settings.storage.broker_url.startswith("sqla+sqlite:///var/")
+    assert (
+        settings.storage.inbox,
+        settings.storage.archive,
+        settings.storage.quarantine,
+        settings.storage.model_dir,
+    ) == (
         Path("inbox"),
         Path("archive"),
         Path("quarantine"),
         Path("models"),
     )
-    assert settings.data_dir is None
-    assert settings.base_weights == "imagenet"
-    assert settings.backbone == "vgg16"
+    assert settings.training.data_dir is None
+    assert settings.training.base_weights == "imagenet"
+    assert settings.training.backbone == "vgg16"
 
 
 def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -41,10 +46,10 @@ def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("CXR_BASE_WEIGHTS", str(weights))
     monkeypatch.setenv("CXR_CHEST_BODY_PARTS", "chest, thorax")
     settings = load_settings()
-    assert settings.database_url.startswith("postgresql+psycopg://")
-    assert settings.inbox == Path("/srv/inbox")
-    assert settings.base_weights == str(weights)
-    assert settings.chest_body_parts == ("CHEST", "THORAX")
+    assert settings.storage.database_url.startswith("postgresql+psycopg://")
+    assert settings.storage.inbox == Path("/srv/inbox")
+    assert settings.training.base_weights == str(weights)
+    assert settings.decoder.chest_body_parts == ("CHEST", "THORAX")
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
@@ -81,7 +86,7 @@ def test_precision_and_xla_are_checked_and_named(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CXR_PRECISION", "mixed_bfloat16")
     monkeypatch.setenv("CXR_XLA", "off")
     settings = load_settings()
-    assert (settings.precision, settings.xla) == ("mixed_bfloat16", "off")
+    assert (settings.screening.precision, settings.screening.xla) == ("mixed_bfloat16", "off")
 
 
 def test_decode_pool_follows_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:

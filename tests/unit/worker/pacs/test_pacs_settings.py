@@ -20,12 +20,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_receive_nothing_and_send_nothing() -> None:
     settings = load_settings()
-    assert settings.dicom_ae_title == "CXR_SCREEN"
-    assert settings.dicom_port == 11112
-    assert settings.dicom_allowed_aes == ()
-    assert settings.receive_enabled is False
-    assert settings.reports_enabled is False
-    assert settings.report_destination is None
+    assert settings.pacs.dicom_ae_title == "CXR_SCREEN"
+    assert settings.pacs.dicom_port == 11112
+    assert settings.pacs.dicom_allowed_aes == ()
+    assert settings.pacs.receive_enabled is False
+    assert settings.pacs.reports_enabled is False
+    assert settings.pacs.report_destination is None
     assert settings.reports_path == Path("archive") / "reports"
 
 
@@ -36,9 +36,9 @@ def test_environment_variables_configure_the_node(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CXR_REPORT_DESTINATION", "PACS@pacs.hospital.org:104")
     monkeypatch.setenv("CXR_REPORT_DIR", "/srv/reports")
     settings = load_settings()
-    assert settings.dicom_ae_title == "CXR_NODE"
-    assert settings.dicom_allowed_aes == ("PACS", "CR_ROOM1")
-    assert settings.report_destination == "PACS@pacs.hospital.org:104"
+    assert settings.pacs.dicom_ae_title == "CXR_NODE"
+    assert settings.pacs.dicom_allowed_aes == ("PACS", "CR_ROOM1")
+    assert settings.pacs.report_destination == "PACS@pacs.hospital.org:104"
     assert settings.reports_path == Path("/srv/reports")
 
 

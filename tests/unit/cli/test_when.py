@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.cli.when import parse_when
+from cxr_screen.cli.when import parse_when
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

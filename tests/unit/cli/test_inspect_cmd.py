@@ -11,8 +11,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxr_screen.cli.inspect_cmd import inspect
 from tests.unit.worker.imaging.factory import dicom_dataset, phantom, write_dicom, write_jpeg
-from worker.cli.inspect_cmd import inspect
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import CommandError, database_error, settings_or_fail
+from cxr_screen.cli.output import OutputFormat, write_rows
 from db.results import ResultRow, scan_results
 from db.scans import record_scan
 from db.session import session_scope
-from worker.cli.common import CommandError, database_error, settings_or_fail
-from worker.cli.output import OutputFormat, write_rows
 from worker.dispatch import chunks
 from worker.imaging.errors import ScreeningError
 from worker.pipeline import Prepared, file_sha256, interpret, predict_prepared, prepare_file
@@ -76,16 +76,16 @@ def screen(
     try:
         model = ctx.models.current()
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     if model is None:
         raise CommandError(
             "no model is active yet: train one with `cxr-screen train` "
             "(or promote one with `cxr-screen models promote VERSION`)"
         )
     rows = (
-        _screen_unrecorded(ctx, files, settings.batch_size)
+        _screen_unrecorded(ctx, files, settings.screening.batch_size)
         if no_record
-        else _screen_recorded(ctx, files, settings.batch_size)
+        else _screen_recorded(ctx, files, settings.screening.batch_size)
     )
     write_rows(
         rows,

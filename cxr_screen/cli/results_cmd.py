@@ -8,18 +8,18 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from db.models import ScanStatus
-from db.results import ResultFilter, ResultRow, list_results
-from db.session import make_session_factory
-from worker.cli.common import (
+from cxr_screen.cli.common import (
     MAX_SQL_LIMIT,
     CommandError,
     database_error,
     engine_for,
     settings_or_fail,
 )
-from worker.cli.output import OutputFormat, write_rows
-from worker.cli.when import parse_when
+from cxr_screen.cli.output import OutputFormat, write_rows
+from cxr_screen.cli.when import parse_when
+from db.models import ScanStatus
+from db.results import ResultFilter, ResultRow, list_results
+from db.session import make_session_factory
 
 TABLE_COLUMNS = (
     "scan_id",
@@ -119,7 +119,7 @@ def results(
         with make_session_factory(engine)() as session:
             rows = list_results(session, filters=filters)
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     finally:
         engine.dispose()
     written = write_rows(

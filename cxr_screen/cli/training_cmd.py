@@ -16,12 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import CommandError, database_error, engine_for, settings_or_fail
+from cxr_screen.cli.output import OutputFormat, write_rows
 from db import model_registry
 from db.session import make_session_factory, session_scope
 from trainer.errors import TrainerError
 from worker.accelerator import PRECISIONS, Precision
-from worker.cli.common import CommandError, database_error, engine_for, settings_or_fail
-from worker.cli.output import OutputFormat, write_rows
 from worker.settings import Settings
 
 models_app = typer.Typer(
@@ -45,7 +45,7 @@ def _friendly_errors(settings: Settings) -> Iterator[None]:
     except TrainerError as exc:
         raise CommandError(str(exc)) from None
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
 
 
 def _fmt(value: Any) -> str:
@@ -192,7 +192,7 @@ def evaluate(
 ) -> None:
     """Measure a model on labelled images (accuracy, AUC, sensitivity, specificity ...)."""
     settings = settings_or_fail()
-    served = _precision(precision, settings.precision)
+    served = _precision(precision, settings.screening.precision)
     if not labelled_dir.is_dir():
         raise CommandError(f"{labelled_dir} is not a folder")
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
@@ -213,7 +213,7 @@ def evaluate(
                 cache_root=cache_root(settings),
                 decode=decode_options(settings),
                 precision=served,
-                xla=settings.xla,
+                xla=settings.screening.xla,
             )
     finally:
         engine.dispose()
@@ -326,8 +326,8 @@ def promote(
     try:
         with _friendly_errors(settings):
             split = None
-            if not force and settings.data_dir is not None:
-                split = load_dataset(settings.data_dir).evaluation
+            if not force and settings.training.data_dir is not None:
+                split = load_dataset(settings.training.data_dir).evaluation
             decision = promote_version(
                 make_session_factory(engine),
                 version=version,

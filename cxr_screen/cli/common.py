@@ -8,8 +8,8 @@ from urllib.parse import unquote
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.output import printable
 from db.session import make_engine
-from worker.cli.output import printable
 from worker.settings import Settings, SettingsError, load_settings
 
 # The largest SQL LIMIT every database takes (a signed 64-bit integer); options that
@@ -91,4 +91,4 @@ def database_error(exc: OperationalError | ProgrammingError, url: str) -> Comman
 
 def engine_for(settings: Settings) -> Engine:
     """An engine on the configured database."""
-    return make_engine(settings.database_url)
+    return make_engine(settings.storage.database_url)

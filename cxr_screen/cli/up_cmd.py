@@ -9,39 +9,37 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import CommandError, database_error, redacted, settings_or_fail
 from db.migrate import upgrade
-from db.models import ModelStatus, ModelVersion
+from db.model_registry import get_active_model
 from db.session import make_engine, make_session_factory
 from worker.celery_app import prepare_embedded_broker
-from worker.cli.common import CommandError, database_error, redacted, settings_or_fail
 from worker.settings import Settings
 from worker.supervisor import ChildSpec, Supervisor
 
-CLI = (sys.executable, "-m", "worker.cli")
+CLI = (sys.executable, "-m", "cxr_screen.cli")
 RESULTS_SQL = "SELECT * FROM scan_results ORDER BY received_at DESC"
 
 
 def _prepare_database(settings: Settings) -> str | None:
     """Migrate, then return the active model's version (None when there is none)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.storage.database_url)
     try:
         upgrade(engine)
         with make_session_factory(engine)() as session:
-            return session.scalars(
-                select(ModelVersion.version).where(ModelVersion.status == ModelStatus.ACTIVE)
-            ).first()
+            active = get_active_model(session)
+            return active.version if active is not None else None
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     finally:
         engine.dispose()
 
 
 def _first_model(settings: Settings) -> None:
     """Train a first model in the foreground (with its progress bar), or say what is missing."""
-    if settings.data_dir is None:
+    if settings.training.data_dir is None:
         typer.secho(
             "warning: no model is active and CXR_DATA_DIR is not set, so none can be "
             "trained. The service starts anyway: scans dropped in the inbox are recorded and "
@@ -54,8 +52,8 @@ def _first_model(settings: Settings) -> None:
         )
         return
     typer.echo(
-        f"No model is active: training one on {settings.data_dir} first "
-        f"(backbone {settings.backbone}, weights {settings.base_weights})."
+        f"No model is active: training one on {settings.training.data_dir} first "
+        f"(backbone {settings.training.backbone}, weights {settings.training.base_weights})."
     )
     result = subprocess.run([*CLI, "train"], check=False)
     if result.returncode != 0:
@@ -76,7 +74,7 @@ def children(settings: Settings) -> list[ChildSpec]:
         ChildSpec("trainer", (*CLI, "worker", "--queues", "training")),
         ChildSpec("beat", (*CLI, "beat")),
     ]
-    if settings.receive_enabled:
+    if settings.pacs.receive_enabled:
         specs.append(ChildSpec("receiver", (*CLI, "receive")))
     return specs
 
@@ -105,11 +103,11 @@ def up(
     """
     settings = settings_or_fail()
     for folder in (
-        settings.inbox,
-        settings.archive,
-        settings.quarantine,
-        settings.model_dir,
-        settings.var_dir,
+        settings.storage.inbox,
+        settings.storage.archive,
+        settings.storage.quarantine,
+        settings.storage.model_dir,
+        settings.storage.var_dir,
     ):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -120,8 +118,9 @@ def up(
         prepare_embedded_broker(settings)
     except (OSError, OperationalError) as exc:
         raise CommandError(
-            f"cannot open the embedded broker {redacted(settings.broker_url)}: {exc}; check "
-            f"that {settings.var_dir} is writable, or set CXR_BROKER_URL to a Redis URL"
+            f"cannot open the embedded broker {redacted(settings.storage.broker_url)}: {exc}; "
+            "check "
+            f"that {settings.storage.var_dir} is writable, or set CXR_BROKER_URL to a Redis URL"
         ) from None
     if active is None and not no_train:
         _first_model(settings)
@@ -130,16 +129,16 @@ def up(
         "\n".join(
             [
                 "cxr-screen is starting.",
-                f"  drop scans (DICOM, JPEG, PNG) into: {settings.inbox.resolve()}",
+                f"  drop scans (DICOM, JPEG, PNG) into: {settings.storage.inbox.resolve()}",
                 f"  results:  cxr-screen results   (or SQL on the view: {RESULTS_SQL})",
-                f"  database: {redacted(settings.database_url)}",
+                f"  database: {redacted(settings.storage.database_url)}",
                 f"  model:    {active or 'none yet: scans wait in the queue'}",
                 *(
                     [
-                        f"  DICOM:    AE {settings.dicom_ae_title} on "
-                        f"{settings.dicom_bind_address}:{settings.dicom_port}"
+                        f"  DICOM:    AE {settings.pacs.dicom_ae_title} on "
+                        f"{settings.pacs.dicom_bind_address}:{settings.pacs.dicom_port}"
                     ]
-                    if settings.receive_enabled
+                    if settings.pacs.receive_enabled
                     else []
                 ),
                 "  stop:     Ctrl-C",

@@ -7,14 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cxr_screen.cli.common import settings_or_fail
+from cxr_screen.task_modules import task_modules
 from worker.accelerator import cpu_has_amx_bf16, describe_devices, gpu_count, precision_advice
-from worker.celery_app import (
-    SCREENING_QUEUE,
-    SCREENING_TASK_MODULES,
-    TRAINING_QUEUE,
-    create_app,
-)
-from worker.cli.common import settings_or_fail
+from worker.celery_app import SCREENING_QUEUE, TRAINING_QUEUE, create_app
 from worker.logs import configure_logging
 
 
@@ -61,10 +57,8 @@ def worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     # Growing GPU memory on demand lets the trainer and a worker share a card.
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    include = list(SCREENING_TASK_MODULES)
-    if TRAINING_QUEUE in wanted:
-        include.append("trainer.tasks")
-    app = create_app(settings, include=tuple(include), background=SCREENING_QUEUE not in wanted)
+    include = task_modules(wanted)
+    app = create_app(settings, include=include, background=SCREENING_QUEUE not in wanted)
     node = name or f"{'+'.join(wanted)}@%h"
     log = logging.getLogger(__name__)
     log.info(
@@ -72,14 +66,14 @@ def worker(
         node,
         ",".join(wanted),
         describe_devices(),
-        settings.precision,
-        settings.xla,
+        settings.screening.precision,
+        settings.screening.xla,
     )
     if SCREENING_QUEUE in wanted:
         import keras
 
         advice = precision_advice(
-            settings.precision,
+            settings.screening.precision,
             has_gpu=gpu_count() > 0,
             amx_bf16=cpu_has_amx_bf16(),
             backend=keras.backend.backend(),
@@ -103,12 +97,12 @@ def beat() -> None:
     """Run the scheduler: reconcile every minute, retrain nightly. Run exactly one."""
     settings = settings_or_fail()
     configure_logging(settings.log_level)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    settings.storage.var_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, include=())
     app.start(
         [
             "beat",
             f"--loglevel={settings.log_level}",
-            f"--schedule={settings.var_dir / 'beat-schedule'}",
+            f"--schedule={settings.storage.var_dir / 'beat-schedule'}",
         ]
     )

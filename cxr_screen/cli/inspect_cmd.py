@@ -15,8 +15,8 @@ from pydicom.uid import UID
 from rich.console import Console
 from rich.table import Table
 
-from worker.cli.common import CommandError, settings_or_fail
-from worker.cli.output import inert
+from cxr_screen.cli.common import CommandError, settings_or_fail
+from cxr_screen.cli.output import inert
 from worker.decode_config import decode_options
 from worker.imaging import (
     DecodeOptions,

@@ -7,17 +7,17 @@ import sys
 
 import typer
 
-from trainer.cli import evaluate, models_app, train
-from worker.cli.check_cmd import check
-from worker.cli.common import CommandError
-from worker.cli.db_cmd import db_app
-from worker.cli.inspect_cmd import inspect
-from worker.cli.receive_cmd import receive
-from worker.cli.results_cmd import results
-from worker.cli.screen_cmd import screen
-from worker.cli.service_cmd import beat, worker
-from worker.cli.up_cmd import up
-from worker.cli.watch_cmd import watch
+from cxr_screen.cli.check_cmd import check
+from cxr_screen.cli.common import CommandError
+from cxr_screen.cli.db_cmd import db_app
+from cxr_screen.cli.inspect_cmd import inspect
+from cxr_screen.cli.receive_cmd import receive
+from cxr_screen.cli.results_cmd import results
+from cxr_screen.cli.screen_cmd import screen
+from cxr_screen.cli.service_cmd import beat, worker
+from cxr_screen.cli.training_cmd import evaluate, models_app, train
+from cxr_screen.cli.up_cmd import up
+from cxr_screen.cli.watch_cmd import watch
 
 app = typer.Typer(
     name="cxr-screen",

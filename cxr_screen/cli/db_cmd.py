@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import database_error, engine_for, redacted, settings_or_fail
 from db.migrate import current_revision, head_revision, upgrade
-from worker.cli.common import database_error, engine_for, redacted, settings_or_fail
 
 db_app = typer.Typer(help="Create or upgrade the database schema (SQLite or PostgreSQL).")
 
@@ -21,10 +21,10 @@ def upgrade_cmd() -> None:
         upgrade(engine)
         after = current_revision(engine)
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     finally:
         engine.dispose()
-    where = redacted(settings.database_url)
+    where = redacted(settings.storage.database_url)
     if before == after:
         typer.echo(f"{where}: schema already at revision {after}")
     else:
@@ -39,11 +39,10 @@ def current_cmd() -> None:
     try:
         revision = current_revision(engine)
     except OperationalError as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     finally:
         engine.dispose()
     head = head_revision()
     state = "up to date" if revision == head else "run `cxr-screen db upgrade`"
-    typer.echo(
-        f"{redacted(settings.database_url)}: at {revision or 'empty'}, newest {head} ({state})"
-    )
+    where = redacted(settings.storage.database_url)
+    typer.echo(f"{where}: at {revision or 'empty'}, newest {head} ({state})")

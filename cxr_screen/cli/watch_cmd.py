@@ -8,10 +8,10 @@ from types import FrameType
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import CommandError, database_error, engine_for, settings_or_fail
 from db.models import Scan
 from db.session import make_session_factory
 from worker.celery_app import create_app
-from worker.cli.common import CommandError, database_error, engine_for, settings_or_fail
 from worker.logs import configure_logging
 from worker.watcher.observer import Watcher, WatcherError
 from worker.watcher.service import FolderSetupError, build_watcher
@@ -56,7 +56,7 @@ def watch() -> None:
         _stop_on_signals(watcher)
         watcher.run()
     except (OperationalError, ProgrammingError) as exc:
-        raise database_error(exc, settings.database_url) from None
+        raise database_error(exc, settings.storage.database_url) from None
     except (FolderSetupError, WatcherError) as exc:
         raise CommandError(str(exc)) from None
     finally:

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 from kombu.connection import Connection
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from cxr_screen.cli.common import redacted, scrubbed, settings_or_fail
+from cxr_screen.cli.output import printable
 from db.migrate import current_revision, head_revision
-from db.models import ModelStatus, ModelVersion
+from db.model_registry import get_active_model
 from db.session import make_engine, make_session_factory
-from worker.cli.common import redacted, scrubbed, settings_or_fail
-from worker.cli.output import printable
 from worker.settings import Settings
 
 
@@ -30,8 +29,8 @@ class Finding:
 
 
 def _database(settings: Settings) -> list[Finding]:
-    engine = make_engine(settings.database_url)
-    where = redacted(settings.database_url)
+    engine = make_engine(settings.storage.database_url)
+    where = redacted(settings.storage.database_url)
     try:
         revision = current_revision(engine)
         head = head_revision()
@@ -45,9 +44,8 @@ def _database(settings: Settings) -> list[Finding]:
         ]
         if revision == head:
             with make_session_factory(engine)() as session:
-                active = session.scalars(
-                    select(ModelVersion.version).where(ModelVersion.status == ModelStatus.ACTIVE)
-                ).first()
+                row = get_active_model(session)
+                active = row.version if row is not None else None
             findings.append(
                 Finding(
                     "model",
@@ -62,7 +60,7 @@ def _database(settings: Settings) -> list[Finding]:
         return findings
     except (OperationalError, ProgrammingError) as exc:
         lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
-        detail = scrubbed(lines[0], settings.database_url)
+        detail = scrubbed(lines[0], settings.storage.database_url)
         return [Finding("database", False, f"{where}: {detail}")]
     finally:
         engine.dispose()
@@ -70,26 +68,28 @@ def _database(settings: Settings) -> list[Finding]:
 
 def _broker(settings: Settings) -> Finding:
     # Never the URL as given: it may carry the broker's password (so may a driver's error).
-    where = redacted(settings.broker_url)
-    if settings.broker_url.startswith("sqla+sqlite:///"):
-        Path(settings.broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(
+    where = redacted(settings.storage.broker_url)
+    if settings.storage.broker_url.startswith("sqla+sqlite:///"):
+        Path(settings.storage.broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
     try:
-        with Connection(settings.broker_url, connect_timeout=5) as connection:  # type: ignore[no-untyped-call]
+        with Connection(settings.storage.broker_url, connect_timeout=5) as connection:  # type: ignore[no-untyped-call]
             connection.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:  # noqa: BLE001 - every transport raises its own kind
-        return Finding("broker", False, f"{where}: {scrubbed(str(exc), settings.broker_url)}")
+        return Finding(
+            "broker", False, f"{where}: {scrubbed(str(exc), settings.storage.broker_url)}"
+        )
     return Finding("broker", True, f"{where} reachable")
 
 
 def _folders(settings: Settings) -> list[Finding]:
     findings = []
     for name, folder in (
-        ("inbox", settings.inbox),
-        ("archive", settings.archive),
-        ("quarantine", settings.quarantine),
-        ("models", settings.model_dir),
+        ("inbox", settings.storage.inbox),
+        ("archive", settings.storage.archive),
+        ("quarantine", settings.storage.quarantine),
+        ("models", settings.storage.model_dir),
     ):
         try:
             folder.mkdir(parents=True, exist_ok=True)

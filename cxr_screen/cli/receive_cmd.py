@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
-import ssl
 import threading
 from types import FrameType
 
-from worker.cli.common import CommandError, settings_or_fail
+from cxr_screen.cli.common import CommandError, settings_or_fail
 from worker.logs import configure_logging
 from worker.pacs import quiet_pynetdicom
 from worker.pacs.errors import ReceiverError
 from worker.pacs.scp import ANY_AE, Receiver, ReceiverConfig
-from worker.pacs.tls import server_context
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,16 +34,10 @@ def receive() -> None:
     settings = settings_or_fail()
     configure_logging(settings.log_level)
     quiet_pynetdicom(settings.log_level)
-    config = ReceiverConfig(
-        ae_title=settings.dicom_ae_title,
-        bind_address=settings.dicom_bind_address,
-        port=settings.dicom_port,
-        allowed_aes=settings.dicom_allowed_aes,
-        inbox=settings.inbox,
-        timeout=settings.dicom_timeout_s,
-        max_instance_bytes=int(settings.max_file_mb * 1024**2),
-        ssl_context=_tls(settings),
-    )
+    try:
+        config = ReceiverConfig.from_settings(settings)
+    except ReceiverError as exc:
+        raise CommandError(str(exc)) from None
     receiver = Receiver(config)
     stop = threading.Event()
 
@@ -77,21 +69,9 @@ def receive() -> None:
         receiver.stop()
 
 
-def _tls(settings: Settings) -> ssl.SSLContext | None:
-    """The receiver's TLS context when CXR_DICOM_TLS_CERT/KEY are set, else None."""
-    if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
-        return None
-    try:
-        return server_context(
-            settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca
-        )
-    except ReceiverError as exc:
-        raise CommandError(str(exc)) from None
-
-
 def _tls_mode(settings: Settings) -> str:
-    if settings.dicom_tls_cert is None:
+    if settings.pacs.dicom_tls_cert is None:
         return "plain TCP: the AE title is not authentication, see README Security"
-    if settings.dicom_tls_ca is None:
+    if settings.pacs.dicom_tls_ca is None:
         return "TLS"
     return "TLS, client certificates required"
