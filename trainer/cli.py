@@ -198,7 +198,7 @@ def evaluate(
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
     from trainer.data import scan_split
     from trainer.nightly import cache_root
-    from trainer.promotion import evaluate_ref, find_ref
+    from trainer.registered import evaluate_ref, find_ref
     from trainer.report import write_report
     from worker.decode_config import decode_options
 

@@ -20,10 +20,11 @@ from db.locks import acquire_lock, release_lock
 from db.models import RunStatus
 from db.session import make_engine, make_session_factory, session_scope
 from db.types import utcnow
+from trainer.artifacts import new_version, save_trained
 from trainer.data import load_dataset
 from trainer.errors import DataError
-from trainer.promotion import ModelRef, gate_against_active
-from trainer.registry import GateRule, new_version, save_trained
+from trainer.gate import GateFolder, GateRule, gate_against_active
+from trainer.registered import ModelRef
 from trainer.train import Progress, TrainConfig, train_model
 from worker.decode_config import decode_options
 from worker.imaging import DecodeOptions
@@ -212,9 +213,7 @@ def _locked_run(
                 result.evaluation,
                 (truth, result.probabilities[:, positive]),
                 active,
-                candidate_split,
-                cache_root=cache,
-                decode=decode,
+                GateFolder(candidate_split, cache, decode),
                 rule=gate_rule,
             )
             logger.info("%s", decision.summary())
