@@ -1,1 +1,1 @@
-"""Trainer: the transfer model, labelled-folder training, evaluation, registry, nightly runs."""
+"""Trainer: the transfer model, training, evaluation, artifacts, the gate, nightly runs."""

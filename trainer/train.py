@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from trainer.preprocessing import PREPROCESSING_VERSION
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput
 from worker.pipeline.backbones import BackboneSpec
+from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,20 @@ class TrainConfig:
     min_sensitivity: float = 0.95
     positive_class: str | None = None
     seed: int = 1234
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TrainConfig:
+        """The recipe a site's settings describe (CXR_BACKBONE, CXR_TRAIN_EPOCHS, ...),
+        with explicit overrides (the options of `cxr-screen train`)."""
+        training = settings.training
+        config = cls(
+            backbone=training.backbone,
+            base_weights=training.base_weights,
+            epochs=training.train_epochs,
+            batch_size=training.train_batch_size,
+            online_augmentation=training.online_augmentation,
+        )
+        return replace(config, **overrides) if overrides else config
 
     def spec(self) -> BackboneSpec:
         """The backbone spec (raises `ConfigError` for an unknown name)."""
@@ -252,12 +267,103 @@ def train_model(
     image -> preprocessing -> base -> head.
     """
     config.validate()
+    built = _build(dataset, config, decode=decode, progress=progress)
+    if config.online_augmentation:
+        return _train_online(dataset, built)
+    return _train_cached(dataset, built, cache_root=cache_root)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """The built backbone, and what every later step of one run needs to know."""
+
+    config: TrainConfig
+    classes: tuple[str, ...]
+    positive_class: str
+    base: keras.Model
+    extractor: keras.Model
+    # The base's last block on its own, when fine-tuning from cached features.
+    tail: keras.Model | None
+    base_sha: str
+    model_input: ModelInput
+    progress: Progress | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Splits:
+    """The decodable images of both splits, and the files that were skipped."""
+
+    train: LabelledSplit
+    evaluation: LabelledSplit
+    failed: tuple[tuple[Path, str], ...]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {"train": self.train.counts(), "evaluation": self.evaluation.counts()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """The cached strategy's input: splits whose base features are stored, per view."""
+
+    splits: _Splits
+    views: tuple[str, ...]
+    extraction: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """The online strategy's input: the decoded pixels of both splits."""
+
+    splits: _Splits
+    x_train: npt.NDArray[np.uint8]
+    x_eval: npt.NDArray[np.uint8]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    """What fitting produced: the head alone (cached strategy) or the whole servable
+    model (online), with its probabilities on the evaluation split."""
+
+    model: keras.Model
+    probabilities: FloatArray
+    history: dict[str, list[float]]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _FitData:
+    """What a stage trains and validates on: arrays with labels, or batched datasets."""
+
+    x: Any
+    y: FloatArray | None
+    validation: Any
+    batch_size: int | None
+    class_weight: dict[int, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """The operating threshold and the evaluation at it."""
+
+    threshold: float
+    evaluation: Evaluation
+
+
+def _build(
+    dataset: LabelledDataset,
+    config: TrainConfig,
+    *,
+    decode: DecodeOptions,
+    progress: Progress | None,
+) -> _Built:
+    """Step 1: the base and its feature extractor (and tail, for cached fine-tuning)."""
     spec = config.spec()
     size = config.size()
-    classes = dataset.classes
-    positive_class = choose_positive_class(classes, config.positive_class)
+    positive_class = choose_positive_class(dataset.classes, config.positive_class)
     keras.utils.set_random_seed(config.seed)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     weights = parse_base_weights(config.base_weights)
     # Online training fine-tunes end to end; only the cached path caches the block's input.
@@ -266,37 +372,73 @@ def train_model(
         spec, size=size, weights=weights, fine_tune=cached_fine_tune
     )
     base_sha = weights_sha256(base)
-    timings["build_s"] = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     logger.info(
         "backbone %s at %dpx, base weights %s (sha256 %s), classes %s",
         spec.name,
         size,
         config.base_weights,
         base_sha[:12],
-        list(classes),
+        list(dataset.classes),
+    )
+    return _Built(
+        config=config,
+        classes=dataset.classes,
+        positive_class=positive_class,
+        base=base,
+        extractor=extractor,
+        tail=tail,
+        base_sha=base_sha,
+        model_input=training_input(config, decode),
+        progress=progress,
+        seconds=seconds,
     )
 
-    model_input = training_input(config, decode)
-    layer = _cut_layer_name(config)
 
-    def cache_for(view: str) -> FeatureCache:
-        return feature_cache(
-            cache_root,
-            backbone=spec.name,
-            base_sha=base_sha,
-            model_input=model_input,
-            layer=layer,
-            view=view,
-        )
+def _train_cached(dataset: LabelledDataset, built: _Built, *, cache_root: Path) -> TrainResult:
+    """Extract (only new images), fit on stored features, assemble and check, evaluate."""
+    features = _extract_features(dataset, built, cache_root=cache_root)
+    fitted = _fit_on_features(built, features, cache_root=cache_root)
+    model = _assemble_checked(built, fitted, features.splits)
+    timings = {
+        "build_s": built.seconds,
+        "features_s": features.seconds,
+        "train_s": fitted.seconds,
+    }
+    return _result(
+        built, model, fitted, features.splits, extraction=features.extraction, timings=timings
+    )
 
-    if config.online_augmentation:
-        return _train_online(
-            dataset, config, base=base, extractor=extractor, model_input=model_input,
-            classes=classes, positive_class=positive_class, base_sha=base_sha,
-            timings=timings, progress=progress, cache_for=cache_for,
-        )  # fmt: skip
 
-    # 1. Features: only images never seen before go through the base.
+def _train_online(dataset: LabelledDataset, built: _Built) -> TrainResult:
+    """The seed's way: every epoch sees freshly augmented images, end to end (GPU hosts)."""
+    decoded = _decode(dataset, built)
+    fitted = _fit_online(built, decoded)
+    timings = {"build_s": built.seconds, "decode_s": decoded.seconds, "train_s": fitted.seconds}
+    return _result(
+        built,
+        fitted.model,
+        fitted,
+        decoded.splits,
+        extraction={"extracted": 0, "cached": 0},
+        timings=timings,
+    )
+
+
+def _view_cache(built: _Built, cache_root: Path, view: str) -> FeatureCache:
+    return feature_cache(
+        cache_root,
+        backbone=built.config.spec().name,
+        base_sha=built.base_sha,
+        model_input=built.model_input,
+        layer=_cut_layer_name(built.config),
+        view=view,
+    )
+
+
+def _extract_features(dataset: LabelledDataset, built: _Built, *, cache_root: Path) -> _Features:
+    """Step 2, cached strategy: only images never seen before go through the base."""
+    config = built.config
     t0 = time.perf_counter()
     failed: list[tuple[Path, str]] = []
     extraction = {"extracted": 0, "cached": 0}
@@ -305,14 +447,14 @@ def train_model(
         split: LabelledSplit, view: str, transform: keras.Layer | None = None
     ) -> LabelledSplit:
         def report(done: int, total: int) -> None:
-            if progress is not None:
-                progress(f"features {split.name} {view}", done, total)
+            if built.progress is not None:
+                built.progress(f"features {split.name} {view}", done, total)
 
         outcome: Extraction = extract_missing(
             split.images,
-            cache=cache_for(view),
-            extractor=extractor,
-            model_input=model_input,
+            cache=_view_cache(built, cache_root, view),
+            extractor=built.extractor,
+            model_input=built.model_input,
             batch_size=config.batch_size,
             transform=transform,
             progress=report,
@@ -329,89 +471,244 @@ def train_model(
         view = f"augmented-{n}"
         train_split = run_extraction(train_split, view, augmentation(seed=config.seed + n))
         views.append(view)
-    _check_usable(train_split, eval_split, positive_class)
-    timings["features_s"] = time.perf_counter() - t0
+    _check_usable(train_split, eval_split, built.positive_class)
+    seconds = time.perf_counter() - t0
     logger.info(
         "features: %d extracted, %d from cache, %d files skipped",
         extraction["extracted"],
         extraction["cached"],
         len(failed),
     )
+    splits = _Splits(train_split, eval_split, tuple(failed))
+    return _Features(splits, tuple(views), extraction, seconds)
 
-    # 2. The head, on stored features (and the last block when fine-tuning).
+
+def _decode(dataset: LabelledDataset, built: _Built) -> _Decoded:
+    """Step 2, online strategy: decode every image of both splits once."""
     t0 = time.perf_counter()
-    y_train_idx = train_split.label_indices(classes)
-    y_eval_idx = eval_split.label_indices(classes)
-    x_train = np.concatenate([load_features(train_split.images, cache=cache_for(v)) for v in views])
-    y_train = _one_hot(np.tile(y_train_idx, len(views)), len(classes))
-    x_eval = load_features(eval_split.images, cache=cache_for("original"))
+    train_split, x_train, failed = _decode_split(dataset.train, built.model_input)
+    eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, built.model_input)
+    _check_usable(train_split, eval_split, built.positive_class)
+    splits = _Splits(train_split, eval_split, (*failed, *failed_eval))
+    return _Decoded(splits, x_train, x_eval, time.perf_counter() - t0)
+
+
+def _fit_on_features(built: _Built, features: _Features, *, cache_root: Path) -> _Fitted:
+    """Step 3, cached strategy: the head on stored features (and the last block when
+    fine-tuning)."""
+    t0 = time.perf_counter()
+    config, classes, splits = built.config, built.classes, features.splits
+    y_train_idx = splits.train.label_indices(classes)
+    y_eval_idx = splits.evaluation.label_indices(classes)
+    x_train = np.concatenate(
+        [
+            load_features(splits.train.images, cache=_view_cache(built, cache_root, view))
+            for view in features.views
+        ]
+    )
+    y_train = _one_hot(np.tile(y_train_idx, len(features.views)), len(classes))
+    x_eval = load_features(
+        splits.evaluation.images, cache=_view_cache(built, cache_root, "original")
+    )
     y_eval = _one_hot(y_eval_idx, len(classes))
+    tail = built.tail
     base_out_train, base_out_eval = x_train, x_eval
     if tail is not None:
         base_out_train = np.asarray(tail.predict(x_train, batch_size=64, verbose=0))
         base_out_eval = np.asarray(tail.predict(x_eval, batch_size=64, verbose=0))
-    scale = _unit_norm_scale(base_out_train, config.head.pooling)
-    head = build_head(
-        tuple(base.output.shape[1:]), len(classes), config.head, feature_scale=scale,
-        seed=config.seed,
-    )  # fmt: skip
-    weights_by_class = class_weights(y_train_idx, len(classes)) if config.class_weighting else None
+    head = _new_head(built, base_out_train)
+    class_weight = _class_weight(built, y_train_idx)
     history: dict[str, list[float]] = {}
-
-    def fit(
-        model: keras.Model, x: Any, x_val: Any, *, learning_rate: float, epochs: int, label: str
-    ) -> None:
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-            # XLA compiles each traced shape for seconds; a small head gains nothing.
-            jit_compile=False,
-        )
-        fitted = model.fit(
-            x,
-            y_train,
-            validation_data=(x_val, y_eval),
-            epochs=epochs,
-            batch_size=config.batch_size,
-            class_weight=weights_by_class,
-            shuffle=True,
-            verbose=0,
-            callbacks=[_KerasProgress(progress, label, epochs)],
-        )
-        _merge_history(history, fitted)
-
-    fit(head, base_out_train, base_out_eval, learning_rate=config.learning_rate,
-        epochs=config.epochs, label="train head")  # fmt: skip
-    if tail is not None:
+    on_base_output = _FitData(
+        base_out_train, y_train, (base_out_eval, y_eval), config.batch_size, class_weight
+    )
+    _compile_and_fit(head, on_base_output, built, history, label="train head")
+    if tail is None:
+        probabilities = np.asarray(head.predict(x_eval, batch_size=256, verbose=0))
+    else:
         feature_in = keras.Input(tuple(x_train.shape[1:]), name="cut_features")
         tuned = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
-        fit(tuned, x_train, x_eval, learning_rate=config.fine_tune_learning_rate,
-            epochs=config.fine_tune_epochs, label="fine-tune")  # fmt: skip
-        base.trainable = False
+        on_cut = _FitData(x_train, y_train, (x_eval, y_eval), config.batch_size, class_weight)
+        _compile_and_fit(tuned, on_cut, built, history, label="fine-tune", fine_tune=True)
+        built.base.trainable = False
         probabilities = np.asarray(tuned.predict(x_eval, batch_size=64, verbose=0))
-    else:
-        probabilities = np.asarray(head.predict(x_eval, batch_size=256, verbose=0))
-    timings["train_s"] = time.perf_counter() - t0
+    return _Fitted(head, probabilities, history, time.perf_counter() - t0)
 
-    # 3. The servable model, checked against the path the metrics came from.
-    model = assemble(
-        base=base, head=head, size=size, preprocessing=extractor.get_layer(PREPROCESS_NAME)
+
+def _fit_online(built: _Built, decoded: _Decoded) -> _Fitted:
+    """Step 3, online strategy: the whole model on freshly augmented batches."""
+    t0 = time.perf_counter()
+    config, n_classes = built.config, len(built.classes)
+    y_train_idx = decoded.splits.train.label_indices(built.classes)
+    y_eval_idx = decoded.splits.evaluation.label_indices(built.classes)
+    x_train = decoded.x_train
+    sample = x_train[:: max(1, len(x_train) // 256)].astype(np.float32)
+    sample_features = np.asarray(built.extractor.predict(sample, batch_size=32, verbose=0))
+    model = _servable(built, _new_head(built, sample_features))
+    augment = augmentation(seed=config.seed)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, _one_hot(y_train_idx, n_classes)))
+        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .map(
+            lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
     )
-    _check_consistent(model, eval_split.images[:4], probabilities[:4], model_input)
-    return _finish(
+    eval_ds = (
+        tf.data.Dataset.from_tensor_slices(
+            (decoded.x_eval.astype(np.float32), _one_hot(y_eval_idx, n_classes))
+        )
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    batches = _FitData(train_ds, None, eval_ds, None, _class_weight(built, y_train_idx))
+    history: dict[str, list[float]] = {}
+    _compile_and_fit(model, batches, built, history, label="train")
+    if config.fine_tune:
+        unfreeze_last_block(built.base, config.spec())
+        _compile_and_fit(model, batches, built, history, label="fine-tune", fine_tune=True)
+    built.base.trainable = False
+    probabilities = np.asarray(model.predict(eval_ds, verbose=0))
+    return _Fitted(model, probabilities, history, time.perf_counter() - t0)
+
+
+def _compile_and_fit(
+    model: keras.Model,
+    data: _FitData,
+    built: _Built,
+    history: dict[str, list[float]],
+    *,
+    label: str,
+    fine_tune: bool = False,
+) -> None:
+    """Compile `model` for one stage, fit it and add the epochs' figures to `history`.
+
+    Args:
+        model: What to train.
+        data: What to train and validate on.
+        built: The run (its configuration and progress function).
+        history: Figures per epoch, extended by this stage's.
+        label: The stage's name in log lines and progress reports.
+        fine_tune: Use the fine-tuning epochs and learning rate instead of the first
+            stage's.
+    """
+    config = built.config
+    epochs = config.fine_tune_epochs if fine_tune else config.epochs
+    learning_rate = config.fine_tune_learning_rate if fine_tune else config.learning_rate
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        # XLA compiles each traced shape for seconds; a small head gains nothing.
+        jit_compile=False,
+    )
+    fitted = model.fit(
+        data.x,
+        data.y,
+        validation_data=data.validation,
+        epochs=epochs,
+        batch_size=data.batch_size,
+        class_weight=data.class_weight,
+        shuffle=True,
+        verbose=0,
+        callbacks=[_KerasProgress(built.progress, label, epochs)],
+    )
+    _merge_history(history, fitted)
+
+
+def _new_head(built: _Built, base_output: FloatArray) -> keras.Model:
+    """A head whose input scale makes these base outputs unit-length on average."""
+    config = built.config
+    scale = _unit_norm_scale(base_output, config.head.pooling)
+    return build_head(
+        tuple(built.base.output.shape[1:]), len(built.classes), config.head, feature_scale=scale,
+        seed=config.seed,
+    )  # fmt: skip
+
+
+def _class_weight(built: _Built, y_train_idx: npt.NDArray[np.int64]) -> dict[int, float] | None:
+    if not built.config.class_weighting:
+        return None
+    return class_weights(y_train_idx, len(built.classes))
+
+
+def _servable(built: _Built, head: keras.Model) -> keras.Model:
+    return assemble(
+        base=built.base,
+        head=head,
+        size=built.config.size(),
+        preprocessing=built.extractor.get_layer(PREPROCESS_NAME),
+    )
+
+
+def _assemble_checked(built: _Built, fitted: _Fitted, splits: _Splits) -> keras.Model:
+    """Step 4, cached strategy: the servable model, checked against the path the
+    metrics came from."""
+    model = _servable(built, fitted.model)
+    _check_consistent(
+        model, splits.evaluation.images[:4], fitted.probabilities[:4], built.model_input
+    )
+    return model
+
+
+def _measure(
+    built: _Built, probabilities: FloatArray, true_idx: npt.NDArray[np.int64]
+) -> _Measured:
+    """Step 5: the screening threshold on the evaluation split, and the figures at it."""
+    positive = built.classes.index(built.positive_class)
+    threshold = screening_threshold(
+        true_idx == positive,
+        probabilities[:, positive],
+        min_sensitivity=built.config.min_sensitivity,
+    )
+    evaluation = evaluate_probabilities(
+        probabilities, true_idx, classes=built.classes, positive_class=built.positive_class,
+        threshold=threshold,
+    )  # fmt: skip
+    logger.info(
+        "evaluation: AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
+        evaluation.auc or float("nan"),
+        evaluation.accuracy,
+        evaluation.sensitivity or float("nan"),
+        evaluation.specificity or float("nan"),
+        threshold,
+    )
+    return _Measured(threshold, evaluation)
+
+
+def _result(
+    built: _Built,
+    model: keras.Model,
+    fitted: _Fitted,
+    splits: _Splits,
+    *,
+    extraction: dict[str, int],
+    timings: dict[str, float],
+) -> TrainResult:
+    """Measure the servable model's evaluation probabilities and gather the result."""
+    config = built.config
+    true_idx = splits.evaluation.label_indices(built.classes)
+    measured = _measure(built, fitted.probabilities, true_idx)
+    return TrainResult(
         model=model,
+        classes=built.classes,
+        positive_class=built.positive_class,
+        threshold=measured.threshold,
+        threshold_rule=THRESHOLD_RULE.format(
+            target=config.min_sensitivity, positive=built.positive_class
+        ),
+        evaluation=measured.evaluation,
+        history=fitted.history,
+        base_weights_sha256=built.base_sha,
         config=config,
-        classes=classes,
-        positive_class=positive_class,
-        probabilities=probabilities,
-        true_idx=y_eval_idx,
-        history=history,
-        base_sha=base_sha,
-        counts={"train": train_split.counts(), "evaluation": eval_split.counts()},
+        counts=splits.counts(),
         timings=timings,
-        failed=failed,
+        skipped_files=[(str(path), reason) for path, reason in splits.failed],
         extraction=extraction,
+        probabilities=fitted.probabilities,
+        true_idx=true_idx,
     )
 
 
@@ -467,158 +764,9 @@ def _check_consistent(
         )
 
 
-def _finish(
-    *,
-    model: keras.Model,
-    config: TrainConfig,
-    classes: tuple[str, ...],
-    positive_class: str,
-    probabilities: FloatArray,
-    true_idx: npt.NDArray[np.int64],
-    history: dict[str, list[float]],
-    base_sha: str,
-    counts: dict[str, dict[str, int]],
-    timings: dict[str, float],
-    failed: list[tuple[Path, str]],
-    extraction: dict[str, int],
-) -> TrainResult:
-    positive = classes.index(positive_class)
-    y = true_idx == positive
-    threshold = screening_threshold(
-        y, probabilities[:, positive], min_sensitivity=config.min_sensitivity
-    )
-    evaluation = evaluate_probabilities(
-        probabilities, true_idx, classes=classes, positive_class=positive_class,
-        threshold=threshold,
-    )  # fmt: skip
-    logger.info(
-        "evaluation: AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
-        evaluation.auc or float("nan"),
-        evaluation.accuracy,
-        evaluation.sensitivity or float("nan"),
-        evaluation.specificity or float("nan"),
-        threshold,
-    )
-    return TrainResult(
-        model=model,
-        classes=classes,
-        positive_class=positive_class,
-        threshold=threshold,
-        threshold_rule=THRESHOLD_RULE.format(
-            target=config.min_sensitivity, positive=positive_class
-        ),
-        evaluation=evaluation,
-        history=history,
-        base_weights_sha256=base_sha,
-        config=config,
-        counts=counts,
-        timings=timings,
-        skipped_files=[(str(path), reason) for path, reason in failed],
-        extraction=extraction,
-        probabilities=probabilities,
-        true_idx=true_idx,
-    )
-
-
 def _decode_split(
     split: LabelledSplit, model_input: ModelInput
 ) -> tuple[LabelledSplit, npt.NDArray[np.uint8], list[tuple[Path, str]]]:
     prepared = prepare_images(split.images, model_input)
     failed = list(prepared.failed)
     return split.without(path for path, _ in failed), prepared.pixels, failed
-
-
-def _train_online(
-    dataset: LabelledDataset,
-    config: TrainConfig,
-    *,
-    base: keras.Model,
-    extractor: keras.Model,
-    model_input: ModelInput,
-    classes: tuple[str, ...],
-    positive_class: str,
-    base_sha: str,
-    timings: dict[str, float],
-    progress: Progress | None,
-    cache_for: Callable[[str], FeatureCache],
-) -> TrainResult:
-    """The seed's way: every epoch sees freshly augmented images, end to end (GPU hosts)."""
-    t0 = time.perf_counter()
-    train_split, x_train, failed = _decode_split(dataset.train, model_input)
-    eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, model_input)
-    failed.extend(failed_eval)
-    _check_usable(train_split, eval_split, positive_class)
-    timings["decode_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    y_train_idx = train_split.label_indices(classes)
-    y_eval_idx = eval_split.label_indices(classes)
-    sample = x_train[:: max(1, len(x_train) // 256)].astype(np.float32)
-    sample_features = np.asarray(extractor.predict(sample, batch_size=32, verbose=0))
-    scale = _unit_norm_scale(sample_features, config.head.pooling)
-    head = build_head(
-        tuple(base.output.shape[1:]), len(classes), config.head, feature_scale=scale,
-        seed=config.seed,
-    )  # fmt: skip
-    model = assemble(
-        base=base, head=head, size=config.size(),
-        preprocessing=extractor.get_layer(PREPROCESS_NAME),
-    )  # fmt: skip
-    augment = augmentation(seed=config.seed)
-    n_classes = len(classes)
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, _one_hot(y_train_idx, n_classes)))
-        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .map(
-            lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    eval_ds = (
-        tf.data.Dataset.from_tensor_slices(
-            (x_eval.astype(np.float32), _one_hot(y_eval_idx, n_classes))
-        )
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    weights_by_class = class_weights(y_train_idx, n_classes) if config.class_weighting else None
-    history: dict[str, list[float]] = {}
-    stages = [(config.epochs, config.learning_rate, "train")]
-    if config.fine_tune:
-        stages.append((config.fine_tune_epochs, config.fine_tune_learning_rate, "fine-tune"))
-    for epochs, learning_rate, phase in stages:
-        if phase == "fine-tune":
-            unfreeze_last_block(base, config.spec())
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=False,
-        )
-        fitted = model.fit(
-            train_ds,
-            validation_data=eval_ds,
-            epochs=epochs,
-            class_weight=weights_by_class,
-            verbose=0,
-            callbacks=[_KerasProgress(progress, phase, epochs)],
-        )
-        _merge_history(history, fitted)
-    base.trainable = False
-    probabilities = np.asarray(model.predict(eval_ds, verbose=0))
-    timings["train_s"] = time.perf_counter() - t0
-    return _finish(
-        model=model,
-        config=config,
-        classes=classes,
-        positive_class=positive_class,
-        probabilities=probabilities,
-        true_idx=y_eval_idx,
-        history=history,
-        base_sha=base_sha,
-        counts={"train": train_split.counts(), "evaluation": eval_split.counts()},
-        timings=timings,
-        failed=failed,
-        extraction={"extracted": 0, "cached": 0},
-    )

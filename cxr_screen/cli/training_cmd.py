@@ -109,7 +109,8 @@ def train(
             raise CommandError(f"--data-dir {data_dir} is not a folder")
         settings = settings.model_copy(update={"data_dir": data_dir})
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
-    from trainer.nightly import run_training, train_config
+    from trainer.nightly import run_training
+    from trainer.train import TrainConfig
 
     overrides: dict[str, Any] = {}
     if epochs is not None:
@@ -126,7 +127,7 @@ def train(
             settings,
             trigger="manual",
             force=force,
-            config=train_config(settings, **overrides),
+            config=TrainConfig.from_settings(settings, **overrides),
             progress=progress,
         )
     if outcome["status"] == "busy":
@@ -198,7 +199,7 @@ def evaluate(
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
     from trainer.data import scan_split
     from trainer.nightly import cache_root
-    from trainer.promotion import evaluate_ref, find_ref
+    from trainer.registered import evaluate_ref, find_ref
     from trainer.report import write_report
     from worker.decode_config import decode_options
 

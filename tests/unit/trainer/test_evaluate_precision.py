@@ -12,7 +12,7 @@ from db.models import ModelStatus
 from tests.tiny_model import save_tiny_model
 from tests.unit.trainer.conftest import make_dataset
 from trainer.data import scan_split
-from trainer.promotion import ModelRef, evaluate_ref
+from trainer.registered import ModelRef, evaluate_ref
 from worker.imaging import DecodeOptions
 from worker.pipeline import predict as predict_stage
 

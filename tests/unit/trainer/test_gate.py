@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.gate import GateRule, apply_gate
 from trainer.metrics import Evaluation, evaluate_probabilities
-from trainer.registry import GateRule, apply_gate
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 

@@ -1,148 +1,25 @@
-"""Model artifacts on disk (model, card, report, checksums) and the promotion gate."""
+"""The promotion gate: whether a candidate may replace the active model, and why."""
 
 from __future__ import annotations
 
-import json
-import platform
+import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
+import numpy.typing as npt
 
-from trainer.errors import RegistryError
+from trainer.data import LabelledSplit
+from trainer.evaluate import Scored
 from trainer.metrics import Evaluation, sensitivity_at_specificity
-from trainer.report import INTENDED_USE, LIMITATIONS, write_report
-from trainer.train import TrainResult
-from worker.pipeline import file_sha256
+from trainer.registered import ModelRef, evaluate_ref
+from worker.imaging import DecodeOptions
 
-ARTIFACT_NAME = "model.keras"
-CARD_NAME = "model_card.json"
-REPORT_NAME = "report.png"
-CARD_SCHEMA = 1
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class SavedModel:
-    """Where a trained model was written, and the artifact's checksum."""
-
-    version: str
-    directory: Path
-    artifact: Path
-    checksum: str
-    card: dict[str, Any]
-
-
-def new_version(backbone: str, *, now: datetime, taken: set[str] | None = None) -> str:
-    """``20261129-020000-vgg16``: sortable, readable, unique among `taken`."""
-    stem = f"{now:%Y%m%d-%H%M%S}-{backbone}"
-    version, n = stem, 1
-    while taken and version in taken:
-        n += 1
-        version = f"{stem}-{n}"
-    return version
-
-
-def save_trained(
-    result: TrainResult,
-    *,
-    model_dir: Path,
-    version: str,
-    data_fingerprint: str,
-    data_root: Path,
-    created_at: datetime,
-) -> SavedModel:
-    """Write ``model_dir/<version>/`` with the model, its card (JSON) and the PNG report."""
-    directory = model_dir / version
-    if directory.exists():
-        raise RegistryError(f"{directory} already exists; model versions are never overwritten")
-    directory.mkdir(parents=True)
-    artifact = directory / ARTIFACT_NAME
-    result.model.save(artifact)
-    checksum = file_sha256(artifact)
-    write_report(
-        directory / REPORT_NAME,
-        evaluation=result.evaluation,
-        history=result.history,
-        title=f"{version}: {result.config.backbone} evaluated on held-out images of {data_root}",
-    )
-    card = model_card(
-        result,
-        version=version,
-        checksum=checksum,
-        data_fingerprint=data_fingerprint,
-        data_root=data_root,
-        created_at=created_at,
-    )
-    (directory / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    return SavedModel(version, directory, artifact, checksum, card)
-
-
-def model_card(
-    result: TrainResult,
-    *,
-    version: str,
-    checksum: str,
-    data_fingerprint: str,
-    data_root: Path,
-    created_at: datetime,
-) -> dict[str, Any]:
-    """What a reader (or an auditor) needs to know about one model version."""
-    config = result.config
-    return {
-        "schema": CARD_SCHEMA,
-        "version": version,
-        "created_at": created_at.isoformat(),
-        "artifact": {"file": ARTIFACT_NAME, "sha256": checksum, "format": "keras v3"},
-        "model": {
-            "backbone": config.backbone,
-            "input": {
-                "shape": [config.size(), config.size(), 3],
-                "pixels": "RGB 0..255 (grey replicated), stretched to the input size by "
-                "worker.imaging.to_model_input; the backbone's preprocessing is inside "
-                "the model",
-            },
-            "output": "softmax over classes",
-            "classes": list(result.classes),
-            "positive_class": result.positive_class,
-            "threshold": result.threshold,
-            "threshold_rule": result.threshold_rule,
-            "base_frozen": not config.fine_tune,
-        },
-        "base_weights": {
-            "source": str(config.base_weights),
-            # Of the weight tensors as loaded, so `imagenet`, a file and a copy agree.
-            "tensors_sha256": result.base_weights_sha256,
-            "file_sha256": _weights_file_sha256(config.base_weights),
-        },
-        "training": config.to_dict(),
-        "data": {
-            "root": str(data_root),
-            "fingerprint": data_fingerprint,
-            "counts": result.counts,
-            "skipped_files": [{"path": p, "reason": r} for p, r in result.skipped_files],
-        },
-        "evaluation": result.evaluation.to_dict(),
-        "history": result.history,
-        "timings_s": result.timings,
-        "features": result.extraction,
-        "intended_use": INTENDED_USE,
-        "limitations": LIMITATIONS,
-        "software": {
-            "python": platform.python_version(),
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-    }
-
-
-def _weights_file_sha256(source: str | Path | None) -> str | None:
-    if source is None or str(source).lower() in ("imagenet", "none"):
-        return None
-    path = Path(source)
-    return file_sha256(path) if path.is_file() else None
+# (is_positive, positive-class probability) of one model on one folder.
+Scores = tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +75,7 @@ def apply_gate(
     candidate: Evaluation,
     active: Evaluation | None,
     *,
-    candidate_scores: tuple[np.ndarray, np.ndarray] | None = None,
+    candidate_scores: Scores | None = None,
     rule: GateRule | None = None,
 ) -> GateDecision:
     """Decide whether the candidate may replace the active model.
@@ -267,3 +144,81 @@ def apply_gate(
                 f"{active.specificity:.4f}"
             )
     return GateDecision(passed, reasons, figures, active_figures, asdict(rule))
+
+
+def positive_scores(
+    true_idx: npt.NDArray[np.int64],
+    probabilities: npt.NDArray[np.float32],
+    *,
+    classes: tuple[str, ...],
+    positive_class: str,
+) -> Scores:
+    """(is_positive, positive-class probability) for the gate's matched comparison."""
+    positive = classes.index(positive_class)
+    return true_idx == positive, probabilities[:, positive]
+
+
+def scores_of(evaluation: Evaluation, scored: Scored) -> Scores:
+    """`positive_scores` of a scored folder, at the classes of its evaluation."""
+    return positive_scores(
+        scored.split.label_indices(evaluation.classes),
+        scored.probabilities,
+        classes=evaluation.classes,
+        positive_class=evaluation.positive_class,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GateFolder:
+    """The labelled folder both models are measured on, and how its files are read."""
+
+    split: LabelledSplit
+    cache_root: Path
+    decode: DecodeOptions
+
+
+def gate_against_active(
+    candidate: Evaluation,
+    candidate_scores: Scores,
+    active: ModelRef | None,
+    folder: GateFolder,
+    *,
+    rule: GateRule | None = None,
+) -> GateDecision:
+    """Re-evaluate the active model on the folder and apply the gate."""
+    active_eval: Evaluation | None = None
+    if active is not None:
+        if active.classes != candidate.classes:
+            # The active model cannot even be scored on this folder's labels.
+            decision = apply_gate(candidate, None, candidate_scores=candidate_scores, rule=rule)
+            decision.passed = False
+            decision.reasons.append(
+                f"active model {active.version} has classes {list(active.classes)}, the "
+                f"candidate {list(candidate.classes)}; promote by hand with --force"
+            )
+            return decision
+        active_eval, _ = _evaluate_on(active, folder)
+        logger.info(
+            "active %s on the same folder: AUC %.4f, sensitivity %.4f, specificity %.4f",
+            active.version,
+            active_eval.auc or float("nan"),
+            active_eval.sensitivity or float("nan"),
+            active_eval.specificity or float("nan"),
+        )
+    return apply_gate(candidate, active_eval, candidate_scores=candidate_scores, rule=rule)
+
+
+def gate_registered(
+    candidate: ModelRef,
+    active: ModelRef | None,
+    folder: GateFolder,
+    *,
+    rule: GateRule | None = None,
+) -> GateDecision:
+    """Measure a registered candidate on the folder and gate it against the active model."""
+    evaluation, scored = _evaluate_on(candidate, folder)
+    return gate_against_active(evaluation, scores_of(evaluation, scored), active, folder, rule=rule)
+
+
+def _evaluate_on(ref: ModelRef, folder: GateFolder) -> tuple[Evaluation, Scored]:
+    return evaluate_ref(ref, folder.split, cache_root=folder.cache_root, decode=folder.decode)
