@@ -15,7 +15,7 @@ from cxr_screen.cli.common import CommandError
 from cxr_screen.cli.training_cmd import evaluate, models_app, train
 from tests.cli_runner import run_cli
 from tests.unit.trainer.conftest import make_dataset, tiny_train_config
-from trainer import nightly
+from trainer.train import TrainConfig
 
 TINY = tiny_train_config(epochs=6)
 
@@ -28,7 +28,7 @@ def cli(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[typer.Typer, dict[str, str]]:
     monkeypatch.chdir(tmp_path)  # the decoder's key file goes to ./var
-    monkeypatch.setattr(nightly, "train_config", lambda settings, **kw: TINY)
+    monkeypatch.setattr(TrainConfig, "from_settings", classmethod(lambda cls, s, **kw: TINY))
     app = typer.Typer()
     app.command("train")(train)
     app.command("evaluate")(evaluate)
