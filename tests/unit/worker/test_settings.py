@@ -54,7 +54,7 @@ def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CXR_INBOX=/data/dropbox\n")
-    assert load_settings().inbox == Path("/data/dropbox")
+    assert load_settings().storage.inbox == Path("/data/dropbox")
 
 
 @pytest.mark.parametrize(
@@ -91,11 +91,11 @@ def test_precision_and_xla_are_checked_and_named(monkeypatch: pytest.MonkeyPatch
 
 def test_decode_pool_follows_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(32)))
-    assert load_settings().decode_pool_size == 16
+    assert load_settings().screening.decode_pool_size == 16
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
-    assert load_settings().decode_pool_size == 2
+    assert load_settings().screening.decode_pool_size == 2
     monkeypatch.setenv("CXR_DECODE_THREADS", "6")
-    assert load_settings().decode_pool_size == 6
+    assert load_settings().screening.decode_pool_size == 6
     monkeypatch.setenv("CXR_DECODE_THREADS", "0")
     with pytest.raises(SettingsError, match="CXR_DECODE_THREADS"):
         load_settings()

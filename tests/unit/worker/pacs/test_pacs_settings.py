@@ -44,7 +44,7 @@ def test_environment_variables_configure_the_node(monkeypatch: pytest.MonkeyPatc
 
 def test_a_star_allows_any_calling_ae(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXR_DICOM_ALLOWED_AES", "*")
-    assert load_settings().dicom_allowed_aes == ("*",)
+    assert load_settings().pacs.dicom_allowed_aes == ("*",)
 
 
 @pytest.mark.parametrize(
