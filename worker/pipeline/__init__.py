@@ -5,7 +5,8 @@
   feature-cache key of that input;
 - `predict`: a checksum-verified artifact served with padding and the precision fallback
   (`load_verified`, `Predictor`);
-- `interpret`: probabilities -> verdicts at the model's operating threshold.
+- `interpret`: probabilities -> verdicts at the model's operating threshold;
+- `explain`: Grad-CAM heatmaps at the last convolutional map found in the artifact.
 
 The screening worker, `cxr-screen screen`, the trainer's feature extraction and its
 evaluation all go through these stages, so what a model is trained on, evaluated on and
