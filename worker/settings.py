@@ -510,9 +510,18 @@ class Settings(BaseSettings):
     def __init__(self, **values: Any) -> None:
         # Each group is built here, not by pydantic from a dict: so it still reads the
         # environment for the fields not given, and its errors name the field itself.
+        # Every group is built, so one message can name every bad variable at once.
         rest, by_group = _by_group(values)
-        for group, flat in by_group.items():
-            rest[group] = GROUP_TYPES[group](**flat)
+        problems: list[Any] = []
+        for group, kind in GROUP_TYPES.items():
+            if group in rest:
+                continue  # given whole, as a group object
+            try:
+                rest[group] = kind(**by_group.get(group, {}))
+            except ValidationError as exc:
+                problems.extend(exc.errors())
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         super().__init__(**rest)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

@@ -99,3 +99,25 @@ def test_decode_pool_follows_the_cores_unless_set(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CXR_DECODE_THREADS", "0")
     with pytest.raises(SettingsError, match="CXR_DECODE_THREADS"):
         load_settings()
+
+
+def test_bad_variables_of_several_subsystems_are_named_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings are grouped by subsystem, but one start names every mistake."""
+    monkeypatch.setenv("CXR_MAX_PIXELS", "-1")
+    monkeypatch.setenv("CXR_BACKBONE", "alexnet")
+    monkeypatch.setenv("CXR_DICOM_PORT", "0")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    for variable in ("CXR_MAX_PIXELS", "CXR_BACKBONE", "CXR_DICOM_PORT"):
+        assert f"{variable}: " in str(info.value)
+
+
+def test_flat_names_still_configure_their_subsystem(tmp_path: Path) -> None:
+    settings = load_settings(inbox=tmp_path / "in", backbone="VGG19", dicom_port=4242)
+    assert settings.storage.inbox == tmp_path / "in"
+    assert settings.training.backbone == "vgg19"
+    assert settings.pacs.dicom_port == 4242
+    copy = settings.model_copy(update={"batch_size": 4})
+    assert (copy.screening.batch_size, settings.screening.batch_size) == (4, 16)
