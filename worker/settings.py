@@ -508,9 +508,9 @@ class Settings(BaseSettings):
         return report_dir if report_dir is not None else self.storage.archive / "reports"
 
     def __init__(self, **values: Any) -> None:
-        # Each group is built here, not by pydantic from a dict: so it still reads the
-        # environment for the fields not given, and its errors name the field itself.
-        # Every group is built, so one message can name every bad variable at once.
+        # Each group is built here, not by pydantic from a dict, so that it still reads
+        # the environment for the fields not given and its errors name the field itself;
+        # all groups are tried, so one message names every bad variable at once.
         rest, by_group = _by_group(values)
         problems: list[Any] = []
         for group, kind in GROUP_TYPES.items():
