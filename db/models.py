@@ -81,6 +81,18 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class HeatmapStatus(enum.StrEnum):
+    """Whether a screened scan's Grad-CAM heatmap was made (CXR_HEATMAPS selects which).
+
+    NULL on the scan row: none was asked for. `pending`: asked for with the verdict, not
+    made yet (a report waits for it); `failed`: could not be made, the verdict stands.
+    """
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class ReportStatus(enum.StrEnum):
     """Whether a DICOM scan's result went back to the PACS as a Structured Report.
 
@@ -146,6 +158,14 @@ class Scan(Base):
     report_error: Mapped[str | None] = mapped_column(Text)
     report_path: Mapped[str | None] = mapped_column(Text)
     report_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    # The Grad-CAM heatmap of the verdict: a PNG beside the archived file and, for DICOM
+    # scans, a Secondary Capture sent with the report (its UID once built).
+    heatmap_status: Mapped[HeatmapStatus | None] = mapped_column(
+        _enum(HeatmapStatus, "heatmap_status")
+    )
+    heatmap_path: Mapped[str | None] = mapped_column(Text)
+    heatmap_error: Mapped[str | None] = mapped_column(Text)
+    heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
 
     predictions: Mapped[list[Prediction]] = relationship(back_populates="scan")
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import ModelVersion, Prediction, ReportStatus, Scan, ScanStatus
+from db.models import HeatmapStatus, ModelVersion, Prediction, ReportStatus, Scan, ScanStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,7 @@ class ReportJob:
     threshold: float | None
     model_version: str | None
     positive_class: str | None
+    heatmap_path: str | None = None  # the PNG of a heatmap to send with the report
 
 
 def mark_new_reports(session: Session, *, enabled: bool) -> int:
@@ -61,6 +62,8 @@ def _due(now: datetime) -> ColumnElement[bool]:
     return and_(
         Scan.report_status == ReportStatus.PENDING,
         or_(Scan.report_next_attempt_at.is_(None), Scan.report_next_attempt_at <= now),
+        # A heatmap being made goes with the report: wait for it (made or failed).
+        or_(Scan.heatmap_status.is_(None), Scan.heatmap_status != HeatmapStatus.PENDING),
     )
 
 
@@ -117,6 +120,7 @@ def claim_due_reports(
             threshold=prediction.threshold if prediction else None,
             model_version=model.version if model else None,
             positive_class=model.positive_class if model else None,
+            heatmap_path=scan.heatmap_path if scan.heatmap_status is HeatmapStatus.DONE else None,
         )
         for scan, prediction, model in rows
     ]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.models import ScanStatus
 from db.types import UTCDateTime
 
-# The view is created by migration 0001 (the last column by 0004). It lives in its own
+# The view is created by migration 0001 (later columns by 0004 and 0006). It lives in its own
 # MetaData so that `create_all` and Alembic autogenerate never try to create it as a table.
 _view_metadata = MetaData()
 scan_results = Table(
@@ -41,6 +41,11 @@ scan_results = Table(
     Column("model_version", String(64)),
     Column("predicted_at", UTCDateTime()),
     Column("inference_precision", String(32)),
+    Column("report_status", String(16)),
+    Column("report_sent_at", UTCDateTime()),
+    Column("report_error", Text),
+    Column("heatmap_status", String(16)),
+    Column("heatmap_path", Text),
 )
 
 
@@ -71,6 +76,11 @@ class ResultRow:
     model_version: str | None
     predicted_at: datetime | None
     inference_precision: str | None
+    report_status: str | None
+    report_sent_at: datetime | None
+    report_error: str | None
+    heatmap_status: str | None
+    heatmap_path: str | None
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -19,6 +19,7 @@ SCREEN_TASK = "cxr.screen_batch"
 RECONCILE_TASK = "cxr.reconcile"
 RETRAIN_TASK = "cxr.retrain"
 SEND_REPORTS_TASK = "cxr.send_reports"
+HEATMAPS_TASK = "cxr.heatmaps"
 
 
 def _cron(expression: str) -> crontab:
@@ -127,6 +128,7 @@ def create_app(
             RECONCILE_TASK: {"queue": SCREENING_QUEUE},
             RETRAIN_TASK: {"queue": TRAINING_QUEUE},
             SEND_REPORTS_TASK: {"queue": SCREENING_QUEUE},
+            HEATMAPS_TASK: {"queue": SCREENING_QUEUE},
         },
         beat_schedule={
             "reconcile": {

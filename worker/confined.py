@@ -456,6 +456,14 @@ def write_text(root: Path, path: Path, text: str) -> Path:
 
     The file is the service's own metadata beside a filed scan, so a retry replaces it.
     """
+    return write_bytes(root, path, text.encode("utf-8"))
+
+
+def write_bytes(root: Path, path: Path, data: bytes) -> Path:
+    """Write a file of our own (a reason, a heatmap) inside `root`, atomically.
+
+    Through no symlink, readable by owner and group only; a retry replaces it.
+    """
     parts = relative_parts(root, path)
     with open_folder(root, parts[:-1], create=True) as folder:
         temporary = f".cxr-{secrets.token_hex(8)}.partial"
@@ -466,7 +474,9 @@ def write_text(root: Path, path: Path, text: str) -> Path:
             dir_fd=folder,
         )
         try:
-            os.write(descriptor, text.encode("utf-8"))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
             os.fsync(descriptor)
         finally:
             os.close(descriptor)

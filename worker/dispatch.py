@@ -9,7 +9,7 @@ from typing import TypeVar
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
-from worker.celery_app import SCREEN_TASK, SCREENING_QUEUE
+from worker.celery_app import HEATMAPS_TASK, SCREEN_TASK, SCREENING_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def send_batches(app: Celery, scan_ids: Sequence[int], *, batch_size: int) -> li
     sent: list[int] = []
     for batch in chunks(scan_ids, batch_size):
         try:
-            app.send_task(SCREEN_TASK, args=[batch], queue=SCREENING_QUEUE)
+            app.send_task(HEATMAPS_TASK, SCREEN_TASK, args=[batch], queue=SCREENING_QUEUE)
         except (BrokerError, OSError) as exc:
             log.warning(
                 "broker unavailable (%s): %d scans stay queued for the reconcile task",
@@ -41,3 +41,13 @@ def send_batches(app: Celery, scan_ids: Sequence[int], *, batch_size: int) -> li
             break
         sent.extend(batch)
     return sent
+
+
+def send_heatmap_requests(app: Celery, scan_ids: Sequence[int], *, batch_size: int) -> None:
+    """Ask for owed heatmaps in batches; a failed send is asked again by a later reconcile."""
+    for batch in chunks(scan_ids, batch_size):
+        try:
+            app.send_task(HEATMAPS_TASK, args=[batch], queue=SCREENING_QUEUE)
+        except (BrokerError, OSError) as exc:
+            log.warning("broker unavailable (%s): heatmaps are asked for again later", exc)
+            return

@@ -11,6 +11,7 @@ from db.types import utcnow
 from worker.confined import NAME_MAX, Placement, fit_name, inside, write_text
 
 REASON_SUFFIX = ".reason.json"
+HEATMAP_SUFFIX = ".heatmap.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,12 @@ def archive_path(archive: Path, *, sha256: str, received_at: datetime, suffix: s
     """`archive/YYYY/MM/DD/<sha256><suffix>`: unique by content, browsable by date."""
     day = received_at.strftime("%Y/%m/%d")
     return archive / day / fit_name(f"{sha256}{suffix.lower()}")
+
+
+def heatmap_path(archive: Path, *, sha256: str, received_at: datetime) -> Path:
+    """`archive/YYYY/MM/DD/<sha256>.heatmap.png`: beside the archived file it explains."""
+    day = received_at.strftime("%Y/%m/%d")
+    return archive / day / f"{sha256}{HEATMAP_SUFFIX}"
 
 
 def quarantine_path(quarantine: Path, *, sha256: str, received_at: datetime, name: str) -> Path:

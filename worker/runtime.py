@@ -11,6 +11,7 @@ from pathlib import Path
 from db.session import make_engine, make_session_factory
 from worker.decode_config import decode_options
 from worker.filing import Filing
+from worker.heatmaps import Heatmaps
 from worker.inference import ModelCache
 from worker.screening import ScreeningContext
 from worker.settings import Settings, load_settings
@@ -42,6 +43,7 @@ def build_context(settings: Settings, *, file_results: bool = True) -> Screening
         ),
         worker_name=worker_name(),
         filing=filing_from(settings) if file_results else None,
+        heatmaps=Heatmaps(settings.screening.heatmaps if file_results else "off"),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ScanStatus
+from db.models import HeatmapStatus, ScanStatus
 from db.scans import (
     NewPrediction,
     claim_scans,
@@ -36,6 +36,7 @@ from worker.confined import (
 )
 from worker.errors import ContentChanged, FilingFailed, OutsideFolders, scan_status
 from worker.filing import Filing, archive_path, quarantine_path, write_reason
+from worker.heatmaps import HeatmapJob, Heatmaps, wanted
 from worker.imaging import DecodeOptions, read_metadata_bytes
 from worker.imaging.errors import ScreeningError, TransientError
 from worker.inference import LoadedModel, ModelCache
@@ -67,6 +68,8 @@ class ScreeningContext:
     executor: ThreadPoolExecutor
     worker_name: str
     filing: Filing | None
+    # Which verdicts get a heatmap; the service sets it from CXR_HEATMAPS.
+    heatmaps: Heatmaps = field(default_factory=lambda: Heatmaps("off"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ class BatchReport:
     waiting: list[int] = field(default_factory=list)  # no active model yet
     predict_seconds: float = 0.0
     decode_seconds: float = 0.0
+    heatmaps: list[int] = field(default_factory=list)  # made after the verdicts were stored
+    heatmap_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-able summary (the task's return value and log line)."""
@@ -131,6 +136,8 @@ class BatchReport:
             "waiting": self.waiting,
             "predict_seconds": round(self.predict_seconds, 4),
             "decode_seconds": round(self.decode_seconds, 4),
+            "heatmaps": self.heatmaps,
+            "heatmap_seconds": round(self.heatmap_seconds, 4),
         }
 
 
@@ -221,6 +228,7 @@ def _screen_claimed(
 
     predictions: list[NewPrediction] = []
     updates: dict[int, dict[str, Any]] = {}
+    explain: list[HeatmapJob] = []
     for outcome, verdict in zip(good, verdicts, strict=True):
         scan = outcome.scan
         assert isinstance(outcome.result, Prepared)
@@ -235,6 +243,21 @@ def _screen_claimed(
                 _set_aside(ctx, dataclasses.replace(outcome, located=None), filed, report)
                 continue
             header["stored_path"] = str(filed)
+            if wanted(ctx.heatmaps.mode, verdict, model.point.positive_class):
+                # Asked for in the verdict's own commit: if this worker dies before the
+                # heatmap is made, the reconcile task sees it owed and asks again.
+                header["heatmap_status"] = HeatmapStatus.PENDING
+                explain.append(
+                    HeatmapJob(
+                        scan.id,
+                        scan.sha256,
+                        scan.received_at,
+                        outcome.result.image,
+                        verdict.label,
+                        verdict.probability,
+                        model.threshold,
+                    )
+                )
         updates[scan.id] = header
         predictions.append(
             NewPrediction(
@@ -259,6 +282,29 @@ def _screen_claimed(
             scan_updates=updates,
         )
     report.done = [p.scan_id for p in predictions]
+    if explain and ctx.filing is not None:
+        _explain(ctx, model, explain, report)
+
+
+def _explain(
+    ctx: ScreeningContext, model: LoadedModel, jobs: list[HeatmapJob], report: BatchReport
+) -> None:
+    """Heatmaps of the stored verdicts; nothing here can undo or delay a result."""
+    assert ctx.filing is not None
+    started = time.perf_counter()
+    try:
+        made, _ = ctx.heatmaps.make(ctx.session_factory, ctx.filing, model, jobs)
+    except Exception as exc:  # noqa: BLE001 - the verdicts are committed; they stand
+        # Most likely the database went away after the verdicts' commit: the heatmaps
+        # stay pending, and the reconcile task asks for them again.
+        log.warning(
+            "heatmaps of scans %s not recorded (%s); they are asked for again later",
+            [job.scan_id for job in jobs],
+            type(exc).__name__,
+        )
+        made = {}
+    report.heatmaps = sorted(made)
+    report.heatmap_seconds = time.perf_counter() - started
 
 
 def _prepare_scan(ctx: ScreeningContext, scan: _Claimed, model_input: ModelInput) -> _Outcome:

@@ -28,6 +28,8 @@ SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
 # Shorter HMAC keys can be guessed; 32 bytes is SHA-256's block-size sweet spot (RFC 2104).
 MIN_PSEUDONYM_KEY_BYTES = 32
+# Which screened images get a heatmap (CXR_HEATMAPS).
+HeatmapMode = Literal["flagged", "all", "off"]
 
 
 class SettingsError(Exception):
@@ -207,6 +209,13 @@ class ScreeningSettings(_Group):
         "auto",
         description="XLA compilation of the forward pass: `auto` (on for GPUs, off on CPU), "
         "`on` or `off`.",
+    )
+
+    heatmaps: HeatmapMode = Field(
+        "flagged",
+        description="Which screened images get a Grad-CAM heatmap (a PNG beside the archived "
+        "file and, for DICOM, a Secondary Capture sent with the report): `flagged` (positive "
+        "verdicts), `all`, or `off`. Made after the verdict is stored: never delays a result.",
     )
 
     claim_timeout_s: Annotated[float, Field(gt=0)] = Field(

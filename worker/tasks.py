@@ -10,15 +10,17 @@ from typing import Any
 from celery import Task, shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from db.heatmaps import stale_heatmaps
 from db.scans import fail_claimed, reconcile
 from db.session import session_scope
-from worker.celery_app import RECONCILE_TASK, SCREEN_TASK
-from worker.dispatch import send_batches
+from worker.celery_app import HEATMAPS_TASK, RECONCILE_TASK, SCREEN_TASK
+from worker.dispatch import send_batches, send_heatmap_requests
+from worker.heatmaps import catch_up
 from worker.imaging.errors import TransientError, brief
 from worker.pipeline import ModelUnavailableError
 from worker.runtime import process_context
-from worker.screening import screen_batch
-from worker.settings import load_settings
+from worker.screening import ScreeningContext, screen_batch
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,10 @@ def reconcile_task(self: Task) -> dict[str, Any]:
         log.warning("reconcile skipped: %s; the next run tries again", _describe(exc))
         return {"skipped": "database unavailable"}
     sent = send_batches(self.app, outcome.to_send, batch_size=settings.screening.batch_size)
+    owed = _owed_heatmaps(ctx, settings)
+    if owed:
+        send_heatmap_requests(self.app, owed, batch_size=settings.screening.batch_size)
+        log.info("reconcile: asked again for %d heatmaps a worker left unmade", len(owed))
     if outcome.requeued or outcome.failed or outcome.to_send:
         log.info(
             "reconcile: requeued %d, failed %d, sent %d of %d queued",
@@ -130,3 +136,34 @@ def reconcile_task(self: Task) -> dict[str, Any]:
             len(outcome.to_send),
         )
     return {"requeued": outcome.requeued, "failed": outcome.failed, "sent": len(sent)}
+
+
+def _owed_heatmaps(ctx: ScreeningContext, settings: Settings) -> list[int]:
+    """Heatmaps asked for with a verdict whose worker died before making them."""
+    if ctx.filing is None:
+        return []
+    try:
+        with session_scope(ctx.session_factory) as session:
+            return stale_heatmaps(
+                session, older_than=timedelta(seconds=settings.screening.requeue_after_s)
+            )
+    except DATABASE_DOWN:
+        return []
+
+
+@shared_task(name=HEATMAPS_TASK, bind=True)
+def heatmaps_task(self: Task, scan_ids: list[int]) -> dict[str, Any]:
+    """Make the heatmaps still owed among `scan_ids` (see `worker.heatmaps.catch_up`)."""
+    ctx = process_context()
+    if ctx.filing is None:
+        return {"made": [], "failed": []}
+    made, failed = catch_up(
+        ctx.session_factory,
+        ctx.filing,
+        ctx.models,
+        ctx.heatmaps,
+        ctx.decode_options,
+        [int(i) for i in scan_ids],
+    )
+    log.info("heatmaps %s: made %s, failed %s", self.request.id, sorted(made), sorted(failed))
+    return {"made": sorted(made), "failed": sorted(failed)}

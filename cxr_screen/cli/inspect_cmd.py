@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cxr_screen.cli.common import CommandError, settings_or_fail
+from cxr_screen.cli.inspect_heatmap import HeatmapWriter
 from cxr_screen.cli.output import inert
 from worker.decode_config import decode_options
 from worker.imaging import (
@@ -28,8 +29,8 @@ from worker.imaging.errors import ScreeningError, TransientError
 from worker.imaging.pseudonym import PseudonymKeyError
 
 ACCEPTED = "accepted"
-# 255 bytes per file name, less `0000_` and `.png` (and room for a longer index).
-PREVIEW_STEM_BYTES = 240
+# 255 bytes per file name, less `0000_` and `.heatmap.png` (and room for a longer index).
+PREVIEW_STEM_BYTES = 232
 
 
 class InspectFormat(enum.StrEnum):
@@ -50,6 +51,8 @@ class Finding:
     metadata: dict[str, Any] | None = None
     decisions: list[str] = field(default_factory=list)
     preview: Path | None = None
+    heatmap: Path | None = None
+    verdict: str | None = None  # with --heatmap: the active model's label and probability
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, paths as strings."""
@@ -61,6 +64,8 @@ class Finding:
             "metadata": self.metadata,
             "decisions": self.decisions,
             "preview": str(self.preview) if self.preview else None,
+            "heatmap": str(self.heatmap) if self.heatmap else None,
+            "verdict": self.verdict,
         }
 
 
@@ -84,6 +89,15 @@ def inspect(
             file_okay=False,
         ),
     ] = None,
+    heatmap: Annotated[
+        Path | None,
+        typer.Option(
+            "--heatmap",
+            help="Write each accepted file's Grad-CAM heatmap with the active model to this "
+            "folder (the picture the worker keeps beside an archived scan), with its verdict.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Show what the decoder makes of each file: header facts, decisions, or the error.
 
@@ -104,9 +118,17 @@ def inspect(
         raise CommandError(str(exc)) from None
     if preview is not None:
         preview.mkdir(parents=True, exist_ok=True)
+    writer: HeatmapWriter | None = None
+    if heatmap is not None:
+        writer = HeatmapWriter(settings_or_fail(), heatmap)
+        heatmap.mkdir(parents=True, exist_ok=True)
     findings = [
         _inspect_file(path, options, preview, index) for index, path in enumerate(_expand(files))
     ]
+    if writer is not None:
+        for index, finding in enumerate(findings):
+            if finding.outcome == ACCEPTED:
+                _explain(writer, finding, options, index)
     if format is InspectFormat.JSON:
         # ensure_ascii: control characters in names and header values travel as \\uXXXX.
         document = [f.to_dict() for f in findings]
@@ -145,6 +167,16 @@ def _inspect_file(path: Path, options: DecodeOptions, preview: Path | None, inde
     return finding
 
 
+def _explain(writer: HeatmapWriter, finding: Finding, options: DecodeOptions, index: int) -> None:
+    name = f"{index:04d}_{_fitting(finding.path.stem)}.heatmap.png"
+    explained = writer.write(finding.path, options, name)
+    if isinstance(explained, str):
+        finding.decisions.append(f"no heatmap: {explained}")
+        return
+    finding.heatmap = explained.picture
+    finding.verdict = f"{explained.label} {explained.probability:.3f} ({writer.model.version})"
+
+
 def _header_facts(path: Path, options: DecodeOptions) -> dict[str, Any] | None:
     """What the header of a rejected or broken file says, when it can be read at all."""
     try:
@@ -168,6 +200,8 @@ def _print_table(findings: list[Finding]) -> None:
         details = finding.message or "\n".join(finding.decisions)
         if finding.preview is not None:
             details += f"\npreview: {finding.preview}"
+        if finding.heatmap is not None:
+            details += f"\n{finding.verdict}; heatmap: {finding.heatmap}"
         cells = (
             str(finding.path),
             outcome,

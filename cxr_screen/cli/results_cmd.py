@@ -30,6 +30,8 @@ TABLE_COLUMNS = (
     "model_version",
     "modality",
     "view_position",
+    "report_status",
+    "heatmap_status",
     "source_path",
     "error",
 )
@@ -97,7 +99,10 @@ def results(
     content. `label` is the model's verdict at the model's operating threshold,
     `probability` the probability of the positive class (PNEUMONIA), and `model_version`
     the model that made it. Rows without a label are still waiting, or were rejected or
-    failed: `error` says why. The same rows are in the SQL view `scan_results`.
+    failed: `error` says why. `report_status` is the delivery of a DICOM scan's report
+    to the PACS (pending, sent, failed, disabled; `report_error` says why it failed),
+    `heatmap_status` its Grad-CAM heatmap (pending, done, failed; `heatmap_path` is the
+    PNG). The same rows are in the SQL view `scan_results`.
 
     File names and header values are printed as text: markup such as `[b]` as typed,
     control characters escaped (`\\x1b`). In CSV, a text cell that starts with `=`, `+`,

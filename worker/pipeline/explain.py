@@ -70,7 +70,11 @@ class Explainer:
             activations = inner(x)
             rest = [*_after(base, target), *top[at + 1 :]]
         else:
-            spatial = [layer for layer in top if _is_spatial(layer)]
+            # Maps from a convolution on: a rescaled input is spatial but holds no
+            # learnt features (its "heatmap" would be a plain input saliency).
+            convolving = [i for i, layer in enumerate(top) if "Conv" in type(layer).__name__]
+            start = convolving[0] if convolving else len(top)
+            spatial = [layer for layer in top[start:] if _is_spatial(layer)]
             if not spatial:
                 raise ExplainError(
                     f"model {keras_model.name!r} has no convolutional map to explain"
