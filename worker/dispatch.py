@@ -31,7 +31,7 @@ def send_batches(app: Celery, scan_ids: Sequence[int], *, batch_size: int) -> li
     sent: list[int] = []
     for batch in chunks(scan_ids, batch_size):
         try:
-            app.send_task(HEATMAPS_TASK, SCREEN_TASK, args=[batch], queue=SCREENING_QUEUE)
+            app.send_task(SCREEN_TASK, args=[batch], queue=SCREENING_QUEUE)
         except (BrokerError, OSError) as exc:
             log.warning(
                 "broker unavailable (%s): %d scans stay queued for the reconcile task",
