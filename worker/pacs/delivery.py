@@ -1,4 +1,4 @@
-"""C-STORE SCU: send Structured Reports to the destination AE over one association."""
+"""C-STORE SCU: send result instances (report SRs, heatmap SCs) over one association."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.sop_class import ComprehensiveSRStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComprehensiveSRStorage,
+    SecondaryCaptureImageStorage,
+)
 
 from worker.pacs.aet import Destination
 from worker.pacs.errors import DeliveryError
@@ -21,6 +24,11 @@ log = logging.getLogger(__name__)
 # coercion of data elements, elements that do not match the SOP class, and elements
 # discarded. Anything else means the report is not in the PACS.
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+# The SOP classes cxr-screen sends (the report, the heatmap), as a PACS names them.
+SENT_SOP_CLASSES = {
+    str(ComprehensiveSRStorage): "Comprehensive SR Storage",
+    str(SecondaryCaptureImageStorage): "Secondary Capture Image Storage",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +47,8 @@ def _application_entity(calling_ae_title: str, timeout: float) -> AE:
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
-    ae.add_requested_context(
-        ComprehensiveSRStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-    )
+    for sop_class in SENT_SOP_CLASSES:
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     return ae
 
 
@@ -71,6 +78,21 @@ def _describe(status: Dataset) -> StoreOutcome:
     return StoreOutcome(code in STORED_STATUSES, detail)
 
 
+def _not_accepted(sop_class: str, destination: Destination) -> StoreOutcome:
+    name = SENT_SOP_CLASSES.get(sop_class)
+    if name is None:
+        return StoreOutcome(
+            False,
+            f"SOP class {sop_class or '(none)'} is not one cxr-screen sends "
+            f"({', '.join(SENT_SOP_CLASSES.values())})",
+        )
+    return StoreOutcome(
+        False,
+        f"{destination} does not accept {name}; "
+        f"allow SOP class {sop_class} for this node in the PACS",
+    )
+
+
 def store_reports(
     reports: Sequence[Dataset],
     *,
@@ -78,31 +100,42 @@ def store_reports(
     calling_ae_title: str,
     timeout: float,
 ) -> list[StoreOutcome]:
-    """C-STORE each report over one association; one outcome per report, in order.
+    """C-STORE each instance over one association; one outcome per instance, in order.
+
+    The instances may mix report SRs and heatmap SCs: each goes on the context the
+    destination accepted for its SOP Class UID. One whose class the destination did not
+    accept is not stored, and its outcome names the SOP class to allow.
 
     Raises:
         DeliveryError: No association (the destination is down, unreachable or refuses
-            this node), or it accepted no context for Comprehensive SR.
+            this node).
     """
     if not reports:
         return []
     ae = _application_entity(calling_ae_title, timeout)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    except OSError as exc:
+        # pynetdicom raises (rather than returning an unestablished association) when
+        # the host name does not resolve: an outage like any other, retried with backoff.
+        raise DeliveryError(
+            f"could not reach {destination} ({type(exc).__name__}: {exc})",
+            "check CXR_REPORT_DESTINATION's host name and this node's DNS",
+        ) from None
     if not assoc.is_established:
         raise _refusal(assoc, destination)
     outcomes: list[StoreOutcome] = []
     try:
-        if not any(cx.abstract_syntax == ComprehensiveSRStorage for cx in assoc.accepted_contexts):
-            raise DeliveryError(
-                f"{destination} does not accept Comprehensive SR Storage",
-                "allow SOP class 1.2.840.10008.5.1.4.1.1.88.33 for this node in the PACS",
-            )
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
         for report in reports:
-            if not assoc.is_established:
-                outcomes.append(StoreOutcome(False, "the association was lost"))
-                continue
-            outcome = _describe(assoc.send_c_store(report))
-            log.debug("C-STORE of report %s: %s", report.SOPInstanceUID, outcome.detail)
+            sop_class = str(report.get("SOPClassUID", ""))
+            if sop_class not in accepted or sop_class not in SENT_SOP_CLASSES:
+                outcome = _not_accepted(sop_class, destination)
+            elif not assoc.is_established:
+                outcome = StoreOutcome(False, "the association was lost")
+            else:
+                outcome = _describe(assoc.send_c_store(report))
+            log.debug("C-STORE of %s: %s", report.get("SOPInstanceUID", "?"), outcome.detail)
             outcomes.append(outcome)
     finally:
         if assoc.is_established:

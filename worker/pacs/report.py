@@ -1,4 +1,4 @@
-"""Build the DICOM Comprehensive SR that carries one screening result back to the PACS."""
+"""Build the TID 1500 Measurement Report (a Comprehensive SR) of one screening result."""
 
 from __future__ import annotations
 
@@ -12,18 +12,21 @@ from importlib import metadata
 import highdicom as hd
 from highdicom.sr import (
     AlgorithmIdentification,
-    CodeContentItem,
     CodedConcept,
     ComprehensiveSR,
     ContainerContentItem,
     ContentSequence,
     DeviceObserverIdentifyingAttributes,
-    ImageContentItem,
-    NumContentItem,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
+    QualitativeEvaluation,
     RelationshipTypeValues,
+    SourceImageForMeasurementGroup,
     TextContentItem,
+    TrackingIdentifier,
 )
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
@@ -73,6 +76,12 @@ _TYPE_2 = (
 FINDINGS = {"PNEUMONIA": CodedConcept("233604007", "SCT", "Pneumonia")}
 PRIVATE_SCHEME = "99CXR"
 NO_UNITS = CodedConcept("1", "UCUM", "no units")
+# Procedure reported (TID 1500; its CID 100 is extensible): SNOMED CT 399208008
+# "Plain X-ray of chest" (preferred term "Plain chest X-ray"), the procedure whatever
+# the view (PA, AP, lateral); LOINC's chest codes name the number of views instead.
+CHEST_RADIOGRAPH = CodedConcept("399208008", "SCT", "Plain chest X-ray")
+# TID 1500's document-level container of qualitative evaluations (CODE or TEXT items).
+QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 # Namespace of cxr-screen's name-based UIDs; never change it, or rebuilt reports would
 # reach the PACS as new instances.
 UID_NAMESPACE = uuid.UUID("5f1d7c1e-8a43-5b0e-9c1a-2f6d1e0b7a94")
@@ -203,41 +212,57 @@ def _evidence(image: Dataset) -> Dataset:
     return evidence
 
 
-def _content(image: Dataset, facts: ResultFacts, device_uid: str) -> ContainerContentItem:
-    has_properties = RelationshipTypeValues.HAS_PROPERTIES
-    finding = CodeContentItem(
-        name=codes.DCM.Finding,
-        value=finding_code(facts.positive_class),
-        relationship_type=RelationshipTypeValues.CONTAINS,
+def tracking_uid(image: Dataset, facts: ResultFacts) -> str:
+    """Tracking Unique Identifier of the finding: the same for every model version.
+
+    One scan's pneumonia finding is one tracked finding, whichever model reports on it,
+    so a reader (or a PACS) can line up the reports of successive models.
+    """
+    return derived_uid(
+        "tracking", str(image.SOPInstanceUID), facts.scan_sha256, facts.positive_class.upper()
     )
-    finding.ContentSequence = ContentSequence(
-        [
-            CodeContentItem(
-                name=codes.DCM.PresenceOfProperty,
-                value=codes.DCM.Present if facts.positive else codes.DCM.Absent,
-                relationship_type=has_properties,
-            ),
-            NumContentItem(
+
+
+def _measurement_group(image: Dataset, facts: ResultFacts) -> MeasurementsAndQualitativeEvaluations:
+    """TID 1501: the finding, its presence at the threshold, probability and threshold."""
+    finding = finding_code(facts.positive_class)
+    algorithm = AlgorithmIdentification(name=ALGORITHM_NAME, version=facts.model_version)
+    source = SourceImageForMeasurementGroup(
+        referenced_sop_class_uid=str(image.SOPClassUID),
+        referenced_sop_instance_uid=str(image.SOPInstanceUID),
+    )
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(
+            uid=tracking_uid(image, facts),
+            identifier=f"cxr-screen {facts.positive_class.lower()} screening",
+        ),
+        finding_type=finding,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[
+            QualitativeEvaluation(
+                name=finding, value=codes.SCT.Present if facts.positive else codes.SCT.Absent
+            )
+        ],
+        measurements=[
+            Measurement(
                 name=codes.DCM.Probability,
                 value=round(facts.probability, 6),
                 unit=NO_UNITS,
-                relationship_type=has_properties,
+                algorithm_id=algorithm,
             ),
-            NumContentItem(
+            Measurement(
                 name=codes.DCM.CADOperatingPoint,
                 value=round(facts.threshold, 6),
                 unit=NO_UNITS,
-                relationship_type=has_properties,
+                algorithm_id=algorithm,
             ),
-            *AlgorithmIdentification(name=ALGORITHM_NAME, version=facts.model_version),
-            ImageContentItem(
-                name=codes.DCM.SourceImage,
-                referenced_sop_class_uid=image.SOPClassUID,
-                referenced_sop_instance_uid=image.SOPInstanceUID,
-                relationship_type=RelationshipTypeValues.INFERRED_FROM,
-            ),
-        ]
+        ],
+        source_images=[source],
     )
+
+
+def _content(image: Dataset, facts: ResultFacts, device_uid: str) -> Dataset:
+    """The TID 1500 Measurement Report tree, with the statement as a qualitative evaluation."""
     observer = ObservationContext(
         observer_device_context=ObserverContext(
             observer_type=codes.DCM.Device,
@@ -249,29 +274,43 @@ def _content(image: Dataset, facts: ResultFacts, device_uid: str) -> ContainerCo
             ),
         )
     )
-    root = ContainerContentItem(name=codes.DCM.ChestCADReport)
-    root.ContentSequence = ContentSequence(
+    report = MeasurementReport(
+        observation_context=observer,
+        procedure_reported=CHEST_RADIOGRAPH,
+        imaging_measurements=[_measurement_group(image, facts)],
+    )
+    root = report[0]
+    # The document-level Qualitative Evaluations of TID 1500: highdicom 0.28's
+    # MeasurementReport takes imaging measurements only, so the container is added here,
+    # after them, as the template orders it. A reader that does not know it still reads
+    # the measurement group; highdicom parses the document back all the same.
+    evaluations = ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    evaluations.ContentSequence = ContentSequence(
         [
-            *observer,
             TextContentItem(
                 name=codes.DCM.Comment,
                 value=statement(facts),
                 relationship_type=RelationshipTypeValues.CONTAINS,
-            ),
-            finding,
+            )
         ]
     )
+    root.ContentSequence.append(evaluations)
     return root
 
 
 def build_report(image: Dataset, facts: ResultFacts, *, device_uid: str) -> ComprehensiveSR:
-    """A Comprehensive SR in the image's study, in cxr-screen's report series.
+    """A TID 1500 Measurement Report, stored as a Comprehensive SR in the image's study.
 
-    Content: the observer (cxr-screen, a device, with the model version), a statement
-    that this is an AI result and not a diagnosis, and the finding (pneumonia) with its
-    presence at the operating threshold, the probability, the threshold, the algorithm
-    name and version, and a reference to the screened image. The document is COMPLETE,
-    UNVERIFIED and PRELIMINARY: no person has verified it.
+    Content (the shape IHE AI Results expects): the observer (cxr-screen, a device, with
+    the model version), the procedure reported (a chest radiograph), one measurement
+    group (TID 1501) with a tracking identifier, the finding (pneumonia), its presence
+    at the operating threshold (a qualitative evaluation), the probability and the
+    threshold (measurements), the algorithm name and version, and the screened image as
+    the group's source; and, at the document level, the statement that this is an AI
+    result and not a diagnosis. The document is COMPLETE, UNVERIFIED and PRELIMINARY:
+    no person has verified it.
 
     Args:
         image: The screened image's header (pixels not needed).

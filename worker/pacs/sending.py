@@ -1,4 +1,5 @@
-"""Send due reports: claim, build (or reuse) each SR, C-STORE them, record each outcome."""
+"""Send due reports: claim, build (or reuse) each SR and heatmap image, C-STORE them, record
+each outcome."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.heatmaps import record_heatmap_built
 from db.reports import (
     ReportJob,
     claim_due_reports,
@@ -27,6 +32,7 @@ from worker.pacs.aet import Destination, parse_destination
 from worker.pacs.delivery import StoreOutcome, store_reports
 from worker.pacs.errors import DeliveryError, ReportBuildError
 from worker.pacs.files import write_atomically
+from worker.pacs.heatmap_sc import build_heatmap_sc
 from worker.pacs.report import ResultFacts, build_report, device_observer_uid, quiet_pydicom
 from worker.settings import Settings
 
@@ -102,6 +108,11 @@ def report_path(report_dir: Path, job: ReportJob) -> Path:
     return report_dir / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{job.sha256}.sr.dcm"
 
 
+def heatmap_instance_path(report_dir: Path, job: ReportJob) -> Path:
+    """`REPORT_DIR/YYYY/MM/DD/<scan sha256>.heatmap.dcm`: the heatmap's Secondary Capture."""
+    return report_path(report_dir, job).with_name(f"{job.sha256}.heatmap.dcm")
+
+
 def _read(path: Path, what: str, job: ReportJob, *, header_only: bool) -> Dataset:
     try:
         return dcmread(path, stop_before_pixels=header_only)
@@ -118,17 +129,59 @@ def _read(path: Path, what: str, job: ReportJob, *, header_only: bool) -> Datase
         ) from None
 
 
-def prepare_report(job: ReportJob, config: ReportConfig) -> tuple[Dataset, Path]:
-    """The scan's report and where it is kept: the copy from an earlier try, or a new one.
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The instances that carry one scan's result, each kept on disk before it is sent."""
+
+    report: Dataset
+    report_path: Path
+    heatmap: Dataset | None = None
+    heatmap_path: Path | None = None
+
+    @property
+    def instances(self) -> list[Dataset]:
+        """What is sent, the report first."""
+        return [self.report] if self.heatmap is None else [self.report, self.heatmap]
+
+
+def prepare_report(job: ReportJob, config: ReportConfig) -> Prepared:
+    """The scan's report (and heatmap image) from an earlier try, or built now.
 
     Raises:
         ReportBuildError: No report can ever be built for this scan (give up).
         DeliveryError: A file is not reachable now (retry).
         OSError: The report could not be written (retry).
     """
-    if job.report_path and Path(job.report_path).is_file():
+    kept_heatmap = heatmap_instance_path(config.report_dir, job)
+    heatmap_kept = job.heatmap_path is None or kept_heatmap.is_file()
+    if job.report_path and Path(job.report_path).is_file() and heatmap_kept:
+        # A retry sends the very files of the first try (same UIDs, same bytes).
         kept = Path(job.report_path)
-        return _read(kept, "the kept report", job, header_only=False), kept
+        report = _read(kept, "the kept report", job, header_only=False)
+        if job.heatmap_path is None:
+            return Prepared(report, kept)
+        heatmap = _read(kept_heatmap, "the kept heatmap image", job, header_only=False)
+        return Prepared(report, kept, heatmap, kept_heatmap)
+    facts = _facts(job)
+    if not job.stored_path:
+        raise ReportBuildError(
+            f"scan {job.scan_id} has no stored file to report on",
+            "its file was never archived; drop it in the inbox again",
+        )
+    header = _read(Path(job.stored_path), "the archived image", job, header_only=True)
+    device = device_observer_uid(config.calling_ae_title)
+    report = build_report(header, facts, device_uid=device)
+    target = report_path(config.report_dir, job)
+    write_atomically(target, _encoded(report))
+    if job.heatmap_path is None:
+        return Prepared(report, target)
+    picture = _picture(Path(job.heatmap_path), job)
+    heatmap = build_heatmap_sc(header, picture, facts, device_uid=device)
+    write_atomically(kept_heatmap, _encoded(heatmap))
+    return Prepared(report, target, heatmap, kept_heatmap)
+
+
+def _facts(job: ReportJob) -> ResultFacts:
     if (
         job.label is None
         or job.probability is None
@@ -139,13 +192,7 @@ def prepare_report(job: ReportJob, config: ReportConfig) -> tuple[Dataset, Path]
         raise ReportBuildError(
             f"scan {job.scan_id} has no prediction to report", "screen the scan first"
         )
-    if not job.stored_path:
-        raise ReportBuildError(
-            f"scan {job.scan_id} has no stored file to report on",
-            "its file was never archived; drop it in the inbox again",
-        )
-    header = _read(Path(job.stored_path), "the archived image", job, header_only=True)
-    facts = ResultFacts(
+    return ResultFacts(
         label=job.label,
         positive_class=job.positive_class,
         probability=job.probability,
@@ -153,12 +200,29 @@ def prepare_report(job: ReportJob, config: ReportConfig) -> tuple[Dataset, Path]
         model_version=job.model_version,
         scan_sha256=job.sha256,
     )
-    report = build_report(header, facts, device_uid=device_observer_uid(config.calling_ae_title))
+
+
+def _encoded(instance: Dataset) -> bytes:
     buffer = BytesIO()
-    report.save_as(buffer, enforce_file_format=True)
-    target = report_path(config.report_dir, job)
-    write_atomically(target, buffer.getvalue())
-    return report, target
+    instance.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _picture(path: Path, job: ReportJob) -> npt.NDArray[np.uint8]:
+    """The heatmap picture (RGB) the Secondary Capture carries."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DeliveryError(
+            f"scan {job.scan_id}: the heatmap {path} is missing",
+            "check that the archive volume is mounted on this worker",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ReportBuildError(
+            f"scan {job.scan_id}: the heatmap {path} is not a readable PNG ({type(exc).__name__})",
+            "screen the scan again to make a new heatmap",
+        ) from None
 
 
 def _record(
@@ -227,10 +291,10 @@ def _send(
     summary: SendSummary,
     now: datetime,
 ) -> None:
-    ready: list[tuple[ReportJob, Dataset]] = []
+    ready: list[tuple[ReportJob, Prepared]] = []
     for job in jobs:
         try:
-            report, path = prepare_report(job, config)
+            prepared = prepare_report(job, config)
         except ReportBuildError as exc:
             _give_up(factory, job, exc, summary)
             continue
@@ -241,23 +305,35 @@ def _send(
             record_report_built(
                 session,
                 scan_id=job.scan_id,
-                path=str(path),
-                sop_instance_uid=str(report.SOPInstanceUID),
+                path=str(prepared.report_path),
+                sop_instance_uid=str(prepared.report.SOPInstanceUID),
             )
-        ready.append((job, report))
+            if prepared.heatmap is not None:
+                record_heatmap_built(
+                    session,
+                    scan_id=job.scan_id,
+                    sop_instance_uid=str(prepared.heatmap.SOPInstanceUID),
+                )
+        ready.append((job, prepared))
     if not ready:
         return
+    instances = [instance for _, prepared in ready for instance in prepared.instances]
     try:
         outcomes = store_reports(
-            [report for _, report in ready],
+            instances,
             destination=destination,
             calling_ae_title=config.calling_ae_title,
             timeout=config.timeout,
         )
     except DeliveryError as exc:
-        outcomes = [StoreOutcome(False, str(exc))] * len(ready)
-    for (job, _), outcome in zip(ready, outcomes, strict=True):
-        _record(factory, config, job, outcome, summary, now)
+        outcomes = [StoreOutcome(False, str(exc))] * len(instances)
+    answers = iter(outcomes)
+    for job, prepared in ready:
+        # Delivered when every instance of the scan was stored; else all are sent again
+        # (same UIDs: the PACS keeps one copy of what it already has).
+        mine = [next(answers) for _ in prepared.instances]
+        refused = [outcome for outcome in mine if not outcome.stored]
+        _record(factory, config, job, refused[0] if refused else mine[0], summary, now)
 
 
 def _give_up(

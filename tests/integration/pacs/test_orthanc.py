@@ -13,6 +13,7 @@ import highdicom as hd
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -169,18 +170,25 @@ def test_a_study_from_the_pacs_comes_back_with_its_result_sr(
         assert dcmread(BytesIO(data)) == dcmread(scan.report_path), "the PACS holds the copy"
         report = hd.sr.srread(BytesIO(data))
         assert isinstance(report, hd.sr.ComprehensiveSR)
+        assert isinstance(report.content, hd.sr.MeasurementReport)  # TID 1500
+        (group,) = report.content.get_image_measurement_groups(
+            referenced_sop_instance_uid=image.SOPInstanceUID
+        )
+        assert group.finding_type is not None
+        assert group.finding_type.meaning == "Pneumonia"
+        (presence,) = group.get_qualitative_evaluations()
+        assert presence.value.meaning == (
+            "Present" if prediction.label == "PNEUMONIA" else "Absent"
+        )
+        (probability,) = group.get_measurements(name=codes.DCM.Probability)
+        assert probability.value == pytest.approx(prediction.probability, abs=1e-6)
+        (threshold,) = group.get_measurements(name=codes.DCM.CADOperatingPoint)
+        assert threshold.value == pytest.approx(prediction.threshold)
         items = _items(report)
-        assert items["Finding"].ConceptCodeSequence[0].CodeMeaning == "Pneumonia"
-        presence = items["Presence of property"].ConceptCodeSequence[0].CodeMeaning
-        assert presence == ("Present" if prediction.label == "PNEUMONIA" else "Absent")
-        probability = float(items["Probability"].MeasuredValueSequence[0].NumericValue)
-        assert probability == pytest.approx(prediction.probability, abs=1e-6)
-        threshold = float(items["CAD Operating Point"].MeasuredValueSequence[0].NumericValue)
-        assert threshold == pytest.approx(prediction.threshold)
         assert items["Algorithm Version"].TextValue == "tiny-1"
         assert items["Comment"].TextValue.startswith(DISCLAIMER)
-        source = items["Source image"].ReferencedSOPSequence[0]
-        assert source.ReferencedSOPInstanceUID == image.SOPInstanceUID
+        (source,) = group.source_images
+        assert source.referenced_sop_instance_uid == image.SOPInstanceUID
 
     # The standard's validator finds nothing wrong with what the PACS holds.
     validator = dicom_tool("dciodvfy", "dicom3tools")

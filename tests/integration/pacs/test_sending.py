@@ -2,104 +2,62 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ReportStatus, Scan, ScanStatus
+from db.models import HeatmapStatus, ReportStatus, Scan, ScanStatus
 from db.reports import claim_due_reports
 from db.session import session_scope
 from db.types import utcnow
-from tests.factories import add_model_version, add_prediction, add_scan
+from tests.factories import add_scan
 from tests.integration.pacs.conftest import StoreSCP
+from tests.integration.pacs.screened import report_config, scan_row, screened_dicom
+from tests.integration.pacs.test_delivery import ReportsOnlySCP
 from tests.processes import free_port
 from worker.pacs.aet import Destination
-from worker.pacs.sending import ReportConfig, send_due_reports
+from worker.pacs.sending import send_due_reports
+from worker.pipeline.heatmap_picture import png_bytes, render
 
 pytestmark = pytest.mark.integration
 CHEST = "cr_chest_pa_mono1_j2k_lossless.dcm"
-
-
-def _config(tmp_path: Path, destination: Destination | None, **changes: object) -> ReportConfig:
-    values: dict[str, object] = {
-        "enabled": True,
-        "destination": destination,
-        "calling_ae_title": "CXR_SCREEN",
-        "report_dir": tmp_path / "reports",
-        "retry_base_s": 30.0,
-        "retry_max_s": 3600.0,
-        "max_attempts": 5,
-        "timeout": 5.0,
-    }
-    values.update(changes)
-    return ReportConfig(**values)  # type: ignore[arg-type]
 
 
 def _closed() -> Destination:
     return Destination("PACS", "127.0.0.1", free_port())  # nobody listens there
 
 
-def _screened_dicom(
-    factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path, name: str = CHEST
-) -> int:
-    """A done DICOM scan with its archived file and a prediction, as the worker leaves it."""
-    archived = tmp_path / "archive" / name
-    archived.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(dicom_dir / name, archived)
-    header = dcmread(archived, stop_before_pixels=True)
-    with session_scope(factory) as session:
-        scan = add_scan(
-            session,
-            format="dicom",
-            status=ScanStatus.DONE,
-            source_path=f"inbox/{name}",
-            stored_path=str(archived),
-            sop_instance_uid=header.SOPInstanceUID,
-            study_instance_uid=header.StudyInstanceUID,
-            finished_at=utcnow(),
-        )
-        add_prediction(session, scan=scan, model=add_model_version(session), probability=0.91)
-        return scan.id
-
-
-def _scan(factory: sessionmaker[Session], scan_id: int) -> Scan:
-    with factory() as session:
-        scan = session.get(Scan, scan_id)
-        assert scan is not None
-        return scan
-
-
 def test_only_screened_dicom_scans_get_a_report_status(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    dicom = _screened_dicom(session_factory, dicom_dir, tmp_path)
+    dicom = screened_dicom(session_factory, dicom_dir, tmp_path)
     with session_scope(session_factory) as session:
         jpeg = add_scan(session, status=ScanStatus.DONE).id
         rejected = add_scan(session, format="dicom", status=ScanStatus.REJECTED).id
         queued = add_scan(session, format="dicom", status=ScanStatus.QUEUED).id
 
-    summary = send_due_reports(session_factory, _config(tmp_path, None, enabled=False))
+    summary = send_due_reports(session_factory, report_config(tmp_path, None, enabled=False))
 
     assert summary.marked == 1
-    assert _scan(session_factory, dicom).report_status is ReportStatus.DISABLED
+    assert scan_row(session_factory, dicom).report_status is ReportStatus.DISABLED
     for other in (jpeg, rejected, queued):
-        assert _scan(session_factory, other).report_status is None
+        assert scan_row(session_factory, other).report_status is None
 
 
 def test_results_from_while_reports_were_off_are_never_sent_later(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    old = _screened_dicom(session_factory, dicom_dir, tmp_path)
-    send_due_reports(session_factory, _config(tmp_path, None, enabled=False))
-    summary = send_due_reports(session_factory, _config(tmp_path, _closed()))
+    old = screened_dicom(session_factory, dicom_dir, tmp_path)
+    send_due_reports(session_factory, report_config(tmp_path, None, enabled=False))
+    summary = send_due_reports(session_factory, report_config(tmp_path, _closed()))
     assert summary.marked == 0
     assert summary.retrying == []
-    assert _scan(session_factory, old).report_status is ReportStatus.DISABLED
+    assert scan_row(session_factory, old).report_status is ReportStatus.DISABLED
 
 
 def test_a_failed_send_backs_off_then_the_same_report_is_delivered(
@@ -108,12 +66,12 @@ def test_a_failed_send_backs_off_then_the_same_report_is_delivered(
     tmp_path: Path,
     storescp: StoreSCP,
 ) -> None:
-    scan_id = _screened_dicom(session_factory, dicom_dir, tmp_path)
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
     start = utcnow()
 
-    first = send_due_reports(session_factory, _config(tmp_path, _closed()), now=start)
+    first = send_due_reports(session_factory, report_config(tmp_path, _closed()), now=start)
     assert first.retrying == [scan_id]
-    scan = _scan(session_factory, scan_id)
+    scan = scan_row(session_factory, scan_id)
     assert scan.report_status is ReportStatus.PENDING
     assert scan.report_attempts == 1
     assert scan.report_next_attempt_at == start + timedelta(seconds=30)
@@ -124,20 +82,22 @@ def test_a_failed_send_backs_off_then_the_same_report_is_delivered(
     assert Path(kept).is_file(), "the report is kept even before it is delivered"
     uid = scan.report_sop_instance_uid
 
-    soon = send_due_reports(session_factory, _config(tmp_path, _closed()), now=start)
+    soon = send_due_reports(session_factory, report_config(tmp_path, _closed()), now=start)
     assert soon.retrying == [], "not due yet: screening and other reports are not held up"
 
     later = start + timedelta(seconds=31)
-    second = send_due_reports(session_factory, _config(tmp_path, _closed()), now=later)
+    second = send_due_reports(session_factory, report_config(tmp_path, _closed()), now=later)
     assert second.retrying == [scan_id]
-    scan = _scan(session_factory, scan_id)
+    scan = scan_row(session_factory, scan_id)
     assert scan.report_attempts == 2
     assert scan.report_next_attempt_at == later + timedelta(seconds=60), "the wait doubles"
 
     due = later + timedelta(seconds=61)
-    third = send_due_reports(session_factory, _config(tmp_path, storescp.destination), now=due)
+    third = send_due_reports(
+        session_factory, report_config(tmp_path, storescp.destination), now=due
+    )
     assert third.sent == [scan_id]
-    scan = _scan(session_factory, scan_id)
+    scan = scan_row(session_factory, scan_id)
     assert scan.report_status is ReportStatus.SENT
     assert scan.report_sent_at is not None
     assert scan.report_error is None
@@ -146,16 +106,18 @@ def test_a_failed_send_backs_off_then_the_same_report_is_delivered(
     assert [r.SOPInstanceUID for r in received] == [uid], "one instance, whatever the tries"
     assert received[0].Modality == "SR"
 
-    assert send_due_reports(session_factory, _config(tmp_path, storescp.destination)).sent == []
+    assert (
+        send_due_reports(session_factory, report_config(tmp_path, storescp.destination)).sent == []
+    )
 
 
 def test_a_report_is_given_up_after_the_last_attempt(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    scan_id = _screened_dicom(session_factory, dicom_dir, tmp_path)
-    summary = send_due_reports(session_factory, _config(tmp_path, _closed(), max_attempts=1))
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    summary = send_due_reports(session_factory, report_config(tmp_path, _closed(), max_attempts=1))
     assert summary.failed == [scan_id]
-    scan = _scan(session_factory, scan_id)
+    scan = scan_row(session_factory, scan_id)
     assert scan.report_status is ReportStatus.FAILED
     assert scan.report_next_attempt_at is None
 
@@ -163,13 +125,13 @@ def test_a_report_is_given_up_after_the_last_attempt(
 def test_a_scan_whose_file_is_not_dicom_fails_at_once(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    scan_id = _screened_dicom(session_factory, dicom_dir, tmp_path)
-    stored = _scan(session_factory, scan_id).stored_path
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    stored = scan_row(session_factory, scan_id).stored_path
     assert stored
     Path(stored).write_bytes(b"not a DICOM file at all")
-    summary = send_due_reports(session_factory, _config(tmp_path, _closed()))
+    summary = send_due_reports(session_factory, report_config(tmp_path, _closed()))
     assert summary.failed == [scan_id]
-    error = _scan(session_factory, scan_id).report_error
+    error = scan_row(session_factory, scan_id).report_error
     assert error
     assert f"scan {scan_id}: the archived image" in error
     assert "is not readable DICOM" in error
@@ -178,13 +140,13 @@ def test_a_scan_whose_file_is_not_dicom_fails_at_once(
 def test_a_missing_archived_file_is_retried_not_given_up(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    scan_id = _screened_dicom(session_factory, dicom_dir, tmp_path)
-    stored = _scan(session_factory, scan_id).stored_path
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    stored = scan_row(session_factory, scan_id).stored_path
     assert stored
     Path(stored).unlink()  # an archive share that is not mounted right now
-    summary = send_due_reports(session_factory, _config(tmp_path, _closed()))
+    summary = send_due_reports(session_factory, report_config(tmp_path, _closed()))
     assert summary.retrying == [scan_id]
-    error = _scan(session_factory, scan_id).report_error
+    error = scan_row(session_factory, scan_id).report_error
     assert error
     assert "is missing; check that the archive volume is mounted" in error
 
@@ -192,8 +154,8 @@ def test_a_missing_archived_file_is_retried_not_given_up(
 def test_a_claimed_report_is_not_claimed_twice(
     session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
 ) -> None:
-    scan_id = _screened_dicom(session_factory, dicom_dir, tmp_path)
-    send_due_reports(session_factory, _config(tmp_path, None, enabled=True))  # marks pending
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    send_due_reports(session_factory, report_config(tmp_path, None, enabled=True))  # marks pending
     now: datetime = utcnow()
     with session_scope(session_factory) as session:
         first = claim_due_reports(session, now=now, lease=timedelta(minutes=5), limit=10)
@@ -212,3 +174,67 @@ def test_a_claimed_report_is_not_claimed_twice(
             select(Scan.id).where(Scan.report_status == ReportStatus.PENDING)
         ).all()
     assert pending == [scan_id]
+
+
+def test_a_destination_host_that_does_not_resolve_is_retried_with_its_reason(
+    session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
+) -> None:
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    nowhere = Destination("PACS", "pacs.invalid", 104)  # RFC 6761: never resolves
+    summary = send_due_reports(session_factory, report_config(tmp_path, nowhere))
+    assert summary.retrying == [scan_id]
+    scan = scan_row(session_factory, scan_id)
+    assert scan.report_status is ReportStatus.PENDING
+    assert scan.report_next_attempt_at is not None
+    assert "could not reach PACS@pacs.invalid:104" in str(scan.report_error)
+
+
+def _with_heatmap(factory: sessionmaker[Session], scan_id: int, tmp_path: Path) -> Path:
+    """Give the scan a made heatmap picture, as the worker leaves it."""
+    picture = render(
+        np.full((32, 32, 3), 128, np.uint8),
+        np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32),
+        "cxr-screen AI heatmap, not for diagnosis",
+    )
+    path = tmp_path / "archive" / "heatmap.png"
+    path.write_bytes(png_bytes(picture))
+    with session_scope(factory) as session:
+        session.execute(
+            update(Scan)
+            .where(Scan.id == scan_id)
+            .values(heatmap_status=HeatmapStatus.DONE, heatmap_path=str(path))
+        )
+    return path
+
+
+def test_the_heatmap_image_goes_with_the_report(
+    session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path, storescp: StoreSCP
+) -> None:
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    _with_heatmap(session_factory, scan_id, tmp_path)
+    summary = send_due_reports(session_factory, report_config(tmp_path, storescp.destination))
+    assert summary.sent == [scan_id]
+    received = [dcmread(p) for p in storescp.received.rglob("*") if p.is_file()]
+    classes = sorted(str(d.SOPClassUID) for d in received)
+    assert classes == ["1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.33"]
+    scan = scan_row(session_factory, scan_id)
+    (heatmap,) = [d for d in received if d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+    assert scan.heatmap_sop_instance_uid == heatmap.SOPInstanceUID
+    kept = tmp_path / "reports" / f"{scan.received_at:%Y/%m/%d}" / f"{scan.sha256}.heatmap.dcm"
+    assert dcmread(kept).SOPInstanceUID == heatmap.SOPInstanceUID
+
+
+def test_a_report_whose_heatmap_was_refused_is_not_counted_delivered(
+    session_factory: sessionmaker[Session], dicom_dir: Path, tmp_path: Path
+) -> None:
+    scan_id = screened_dicom(session_factory, dicom_dir, tmp_path)
+    _with_heatmap(session_factory, scan_id, tmp_path)
+    pacs = ReportsOnlySCP(tmp_path / "sr-only")
+    try:
+        summary = send_due_reports(session_factory, report_config(tmp_path, pacs.destination))
+    finally:
+        pacs.stop()
+    assert summary.retrying == [scan_id]
+    scan = scan_row(session_factory, scan_id)
+    assert scan.report_status is ReportStatus.PENDING
+    assert "does not accept Secondary Capture Image Storage" in str(scan.report_error)

@@ -52,40 +52,103 @@ def _round_trip(report: Dataset) -> hd.sr.ComprehensiveSR:
     return parsed
 
 
-def _items(report: Dataset) -> dict[str, Dataset]:
-    """Every content item of the tree by its concept name's meaning (they are unique here)."""
-    found: dict[str, Dataset] = {}
+def _items(report: Dataset) -> dict[str, list[Dataset]]:
+    """Every content item of the tree by its concept name's meaning, in document order."""
+    found: dict[str, list[Dataset]] = {}
 
     def walk(items: list[Dataset]) -> None:
         for item in items:
-            found[item.ConceptNameCodeSequence[0].CodeMeaning] = item
+            found.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(item)
             walk(list(item.get("ContentSequence", [])))
 
     walk(list(report.ContentSequence))
     return found
 
 
+def _code(item: Dataset) -> tuple[str, str, str]:
+    concept = item.ConceptCodeSequence[0]
+    return (concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning)
+
+
+def _group(report: hd.sr.ComprehensiveSR) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    assert isinstance(report.content, hd.sr.MeasurementReport)
+    groups = report.content.get_image_measurement_groups()
+    assert len(groups) == 1
+    return groups[0]
+
+
+def _statement(report: Dataset) -> Dataset:
+    """The TEXT item of the document-level Qualitative Evaluations container (row 12)."""
+    root_items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in report.ContentSequence}
+    container = root_items["Qualitative Evaluations"]
+    assert container.ValueType == "CONTAINER"
+    assert container.RelationshipType == "CONTAINS"
+    code = container.ConceptNameCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("C0034375", "UMLS")
+    (text,) = container.ContentSequence
+    assert (text.ValueType, text.RelationshipType) == ("TEXT", "CONTAINS")
+    assert text.ConceptNameCodeSequence[0].CodeMeaning == "Comment"
+    return text
+
+
+def test_the_report_is_a_tid_1500_measurement_report(dicom_dir: Path) -> None:
+    report = _round_trip(build_report(_header(dicom_dir), _facts(), device_uid=DEVICE))
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33", "still a Comprehensive SR"
+    assert report.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert report.ContentTemplateSequence[0].MappingResource == "DCMR"
+    title = report.ConceptNameCodeSequence[0]
+    assert (title.CodeValue, title.CodingSchemeDesignator) == ("126000", "DCM")
+    root_items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in report.ContentSequence}
+    procedure = root_items["Procedure reported"]
+    assert procedure.RelationshipType == "HAS CONCEPT MOD"
+    assert _code(procedure) == ("399208008", "SCT", "Plain chest X-ray")
+    assert root_items["Imaging Measurements"].ValueType == "CONTAINER"
+    assert isinstance(report.content, hd.sr.MeasurementReport)
+    (observer,) = report.content.get_observer_contexts()
+    assert observer.observer_type == codes.DCM.Device
+    device = observer.observer_identifying_attributes
+    assert isinstance(device, hd.sr.DeviceObserverIdentifyingAttributes)
+    assert (device.uid, device.name) == (DEVICE, "cxr-screen")
+    assert (device.manufacturer_name, device.model_name) == ("cxr-screen", "20261129-0200")
+
+
 def test_the_report_holds_the_result_and_says_it_is_not_a_diagnosis(dicom_dir: Path) -> None:
     image = _header(dicom_dir)
     report = _round_trip(build_report(image, _facts(), device_uid=DEVICE))
-    items = _items(report)
+    group = _group(report)
 
-    assert report.ConceptNameCodeSequence[0].CodeMeaning == "Chest CAD Report"
-    finding = items["Finding"].ConceptCodeSequence[0]
-    assert (finding.CodeValue, finding.CodingSchemeDesignator) == ("233604007", "SCT")
-    assert items["Presence of property"].ConceptCodeSequence[0].CodeMeaning == "Present"
-    probability = items["Probability"].MeasuredValueSequence[0]
-    assert float(probability.NumericValue) == pytest.approx(0.8734)
-    assert probability.MeasurementUnitsCodeSequence[0].CodeValue == "1"
-    assert float(items["CAD Operating Point"].MeasuredValueSequence[0].NumericValue) == 0.35
-    assert items["Algorithm Name"].TextValue == "cxr-screen"
-    assert items["Algorithm Version"].TextValue == "20261129-0200"
-    assert items["Device Observer Model Name"].TextValue == "20261129-0200"
-    assert items["Comment"].TextValue.startswith(f"{DISCLAIMER}.")
-    assert "0.873" in items["Comment"].TextValue
-    source = items["Source image"]
-    assert source.RelationshipType == "INFERRED FROM"
-    assert source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+    assert group.finding_type == hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.name == hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")
+    assert evaluation.value == codes.SCT.Present
+    (probability,) = group.get_measurements(name=codes.DCM.Probability)
+    assert probability.value == pytest.approx(0.8734)
+    assert probability.unit == hd.sr.CodedConcept("1", "UCUM", "no units")
+    (threshold,) = group.get_measurements(name=codes.DCM.CADOperatingPoint)
+    assert threshold.value == pytest.approx(0.35)
+    assert threshold.unit.value == "1"
+    (source,) = group.source_images
+    assert source.referenced_sop_instance_uid == image.SOPInstanceUID
+    assert source.referenced_sop_class_uid == image.SOPClassUID
+    assert source.RelationshipType == "CONTAINS"
+    assert group.tracking_identifier == "cxr-screen pneumonia screening"
+    assert group.tracking_uid is not None
+    assert is_uid(group.tracking_uid)
+
+    # The algorithm is named on the group and on each measurement (TID 4019).
+    items = _items(report)
+    assert [i.TextValue for i in items["Algorithm Name"]] == ["cxr-screen"] * 3
+    assert [i.TextValue for i in items["Algorithm Version"]] == ["20261129-0200"] * 3
+    for measurement in (probability, threshold):
+        names = {
+            i.ConceptNameCodeSequence[0].CodeMeaning: i for i in measurement[0].ContentSequence
+        }
+        assert names["Algorithm Name"].TextValue == "cxr-screen"
+        assert names["Algorithm Version"].TextValue == "20261129-0200"
+
+    text = _statement(report).TextValue
+    assert text.startswith(f"{DISCLAIMER}.")
+    assert "0.873" in text
     assert (report.VerificationFlag, report.CompletionFlag) == ("UNVERIFIED", "COMPLETE")
     assert report.PreliminaryFlag == "PRELIMINARY"
 
@@ -94,9 +157,12 @@ def test_a_negative_verdict_says_absent(dicom_dir: Path) -> None:
     report = build_report(
         _header(dicom_dir), _facts(label="NORMAL", probability=0.12), device_uid=DEVICE
     )
-    items = _items(report)
-    assert items["Presence of property"].ConceptCodeSequence[0].CodeMeaning == "Absent"
-    assert "not PNEUMONIA" in items["Comment"].TextValue
+    group = _group(_round_trip(report))
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.value == codes.SCT.Absent
+    (probability,) = group.get_measurements(name=codes.DCM.Probability)
+    assert probability.value == pytest.approx(0.12)
+    assert "not PNEUMONIA" in _statement(report).TextValue
 
 
 def test_the_report_joins_the_image_study_in_a_series_of_its_own(dicom_dir: Path) -> None:
@@ -122,6 +188,11 @@ def test_uids_are_the_same_on_a_rebuild_and_differ_per_model_version(dicom_dir: 
     assert is_uid(first.SeriesInstanceUID)
     assert first.SOPInstanceUID != other_model.SOPInstanceUID
     assert first.SeriesInstanceUID == other_model.SeriesInstanceUID, "one series per study"
+    # The finding is tracked across model versions: the same scan, the same tracked finding.
+    other_scan = build_report(image, _facts(scan_sha256="cd" * 32), device_uid=DEVICE)
+    tracked = [_group(_round_trip(r)).tracking_uid for r in (first, again, other_model, other_scan)]
+    assert tracked[0] == tracked[1] == tracked[2]
+    assert tracked[0] != tracked[3]
 
 
 def test_only_the_patient_and_study_identifiers_are_copied(dicom_dir: Path) -> None:
@@ -164,8 +235,13 @@ def test_values_highdicom_refuses_are_sent_empty_and_nothing_is_logged(
 def test_another_positive_class_gets_a_declared_private_code(dicom_dir: Path) -> None:
     facts = _facts(label="TUBERCULOSIS", positive_class="TUBERCULOSIS")
     report = _round_trip(build_report(_header(dicom_dir), facts, device_uid=DEVICE))
-    finding = _items(report)["Finding"].ConceptCodeSequence[0]
-    assert (finding.CodingSchemeDesignator, finding.CodeMeaning) == ("99CXR", "Tuberculosis")
+    group = _group(report)
+    assert group.finding_type is not None
+    finding = group.finding_type
+    assert (finding.scheme_designator, finding.meaning) == ("99CXR", "Tuberculosis")
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.name == finding
+    assert evaluation.value == codes.SCT.Present
     schemes = [s.CodingSchemeDesignator for s in report.CodingSchemeIdentificationSequence]
     assert "99CXR" in schemes
 
