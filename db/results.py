@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, Select, String, Table, 
 from sqlalchemy.orm import Session
 
 from db.models import ScanStatus
+from db.rows import OutputRow
 from db.types import UTCDateTime
 
 # The view is created by migration 0001 (later columns by 0004 and 0006). It lives in its own
@@ -50,7 +51,7 @@ scan_results = Table(
 
 
 @dataclass(frozen=True, slots=True)
-class ResultRow:
+class ResultRow(OutputRow):
     """One row of the results table; field names are the documented, stable output names."""
 
     scan_id: int
@@ -81,19 +82,6 @@ class ResultRow:
     report_error: str | None
     heatmap_status: str | None
     heatmap_path: str | None
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Column order for CSV and tables."""
-        return [f.name for f in fields(cls)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping: timestamps as ISO 8601 UTC strings."""
-        out: dict[str, Any] = {}
-        for name in self.field_names():
-            value = getattr(self, name)
-            out[name] = value.isoformat() if isinstance(value, datetime) else value
-        return out
 
 
 @dataclass(frozen=True, slots=True)

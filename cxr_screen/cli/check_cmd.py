@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from kombu.connection import Connection
+from pynetdicom.sop_class import ComprehensiveSRStorage  # type: ignore[attr-defined]
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cxr_screen.cli.common import redacted, scrubbed, settings_or_fail
@@ -15,6 +16,8 @@ from cxr_screen.cli.output import printable
 from db.migrate import current_revision, head_revision
 from db.model_registry import get_active_model
 from db.session import make_engine, make_session_factory
+from worker.pacs.aet import parse_destination
+from worker.pacs.echo import echo
 from worker.settings import Settings
 
 
@@ -104,16 +107,73 @@ def _folders(settings: Settings) -> list[Finding]:
     return findings
 
 
+def _report_destination(settings: Settings) -> Finding:
+    """With reports on: does CXR_REPORT_DESTINATION answer a C-ECHO from this node?"""
+    if not settings.pacs.reports_enabled:
+        return Finding(
+            "reports", True, "reports are off (CXR_REPORTS_ENABLED): no destination to C-ECHO"
+        )
+    if not settings.pacs.report_destination:
+        # The settings refuse this already; kept for settings built another way.
+        return Finding(
+            "reports",
+            False,
+            "reports are on but CXR_REPORT_DESTINATION is not set; give the PACS as "
+            "AE_TITLE@host:port, or turn reports off",
+        )
+    destination = parse_destination(settings.pacs.report_destination)
+    outcome = echo(
+        destination,
+        calling_ae_title=settings.pacs.dicom_ae_title,
+        timeout=settings.pacs.dicom_timeout_s,
+        sop_classes=[ComprehensiveSRStorage],
+    )
+    if not outcome.answered:
+        return Finding("reports", False, f"report destination {outcome}")
+    if outcome.not_accepted:
+        return Finding(
+            "reports",
+            False,
+            f"report destination {destination} answers C-ECHO but does not accept "
+            f"Comprehensive SR Storage ({ComprehensiveSRStorage}), so it would refuse "
+            f"every report; allow that SOP class for AE title {settings.pacs.dicom_ae_title} "
+            "in the PACS",
+        )
+    return Finding(
+        "reports",
+        True,
+        f"report destination {destination} answers C-ECHO "
+        f"(calling AE title {settings.pacs.dicom_ae_title})",
+    )
+
+
 def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems.")] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Only what this host's service needs to run: no C-ECHO to the PACS (for "
+            "container health checks: a PACS outage delays reports, it does not stop "
+            "screening).",
+        ),
+    ] = False,
 ) -> None:
-    """Check the configuration, database, broker and folders; exit 1 if any is not usable.
+    """Check the configuration, database, broker, folders and PACS; exit 1 if any is unusable.
 
     A missing model is reported but is not a failure: scans wait safely until one is
-    active.
+    active. With reports on (`CXR_REPORTS_ENABLED`), `CXR_REPORT_DESTINATION` must
+    answer a C-ECHO from this node's AE title (`CXR_DICOM_AE_TITLE`) within
+    `CXR_DICOM_TIMEOUT_S` and accept Comprehensive SR Storage: a refused association,
+    no answer, or a status other than success fails the check, saying what to change.
     """
     settings = settings_or_fail()
-    findings = [*_database(settings), _broker(settings), *_folders(settings)]
+    findings = [
+        *_database(settings),
+        _broker(settings),
+        *_folders(settings),
+        *([] if local else [_report_destination(settings)]),
+    ]
     for finding in findings:
         if finding.ok and quiet:
             continue

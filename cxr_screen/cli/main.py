@@ -12,6 +12,7 @@ from cxr_screen.cli.common import CommandError
 from cxr_screen.cli.db_cmd import db_app
 from cxr_screen.cli.inspect_cmd import inspect
 from cxr_screen.cli.receive_cmd import receive
+from cxr_screen.cli.reports_cmd import reports_app
 from cxr_screen.cli.results_cmd import results
 from cxr_screen.cli.screen_cmd import screen
 from cxr_screen.cli.service_cmd import beat, worker
@@ -37,6 +38,7 @@ app.command("worker")(worker)
 app.command("beat")(beat)
 app.command("inspect")(inspect)
 app.command("receive")(receive)
+app.add_typer(reports_app, name="reports")
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.add_typer(models_app, name="models")
