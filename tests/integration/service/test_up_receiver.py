@@ -5,6 +5,7 @@ the heatmap as a Secondary Capture for the flagged ones, each valid to dciodvfy.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ from db.models import (
     ScanStatus,
 )
 from db.session import make_engine, make_session_factory, session_scope
+from tests.cli_runner import run_cli
 from tests.integration.pacs.conftest import (
     SENDER_AE,
     StoreSCP,
@@ -216,6 +218,22 @@ def test_up_receives_screens_and_sends_reports_and_heatmaps_to_the_pacs(
                         scan.heatmap_sop_instance_uid
                         == heatmaps[scan.sop_instance_uid].SOPInstanceUID
                     )
+
+        # The results table says where each result went.
+        listed = run_cli("results", "--format", "jsonl", cwd=home, env=env)
+        assert listed.returncode == 0, listed.stderr
+        states = {
+            row["sop_instance_uid"]: (row["report_status"], row["heatmap_status"])
+            for row in map(json.loads, listed.stdout.splitlines())
+        }
+        assert states == {
+            uid: ("sent", "done" if uid in flagged else None) if uid in chest_uids else (None, None)
+            for uid in states
+        }
+        assert set(states) >= set(chest_uids)
+        table = run_cli("results", cwd=home, env=env)
+        assert "report" in table.stdout
+        assert "heatmap" in table.stdout
 
         # The receiver is supervised like the other children: killed, it comes back.
         started = re.findall(r"started receiver \(pid (\d+)\)", service.output())
