@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from bench.common import DEFAULT_SHARED, REPO, git_revision, machine, now
 from bench.worker_throughput import (
@@ -47,7 +48,7 @@ from bench.worker_throughput import (
     warm_up_files,
 )
 from db.migrate import upgrade
-from db.models import Prediction, Scan, ScanStatus
+from db.models import HeatmapStatus, Prediction, Scan, ScanStatus
 from db.session import make_engine, make_session_factory
 from worker.accelerator import PRECISIONS, Precision
 
@@ -94,6 +95,7 @@ class ServiceFigures:
     throughput: float  # scans/s, first drop -> last result row
     steady: float  # scans/s between the first and the last batch's results
     model_busy: float  # share of that time the worker spent in the forward pass
+    heatmaps: int = 0  # heatmaps made for the timed scans (CXR_HEATMAPS)
 
 
 def steady_rate(finished: list[datetime]) -> float:
@@ -128,9 +130,10 @@ def service_figures(
     *,
     precision: Precision,
     batch_size: int,
+    heatmaps: str = "off",
 ) -> ServiceFigures:
     """Latency and throughput of `cxr-screen up` on embedded defaults but for
-    CXR_PRECISION and CXR_BATCH_SIZE."""
+    CXR_PRECISION, CXR_BATCH_SIZE and CXR_HEATMAPS."""
     site = workdir / "site"
     site.mkdir()
     engine = make_engine(f"sqlite:///{site / 'var' / 'cxr-screen.db'}")
@@ -143,6 +146,7 @@ def service_figures(
         "CXR_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
         "CXR_PRECISION": precision,
         "CXR_BATCH_SIZE": str(batch_size),
+        "CXR_HEATMAPS": heatmaps,
     }
     log_path = workdir / "up.log"
     log = log_path.open("wb")
@@ -187,6 +191,10 @@ def service_figures(
         for path in warm:
             _drop(path, inbox, path.name)
         wait_for(len(warm), 300)
+        if heatmaps != "off":
+            # The warm-up batch's heatmaps (and the explainer's one-off build) must not
+            # sit in front of the single scan.
+            wait_for_heatmaps(factory, 300)
         time.sleep(2)
         # Single scan on the idle service: one more distinct file.
         started = time.perf_counter()
@@ -198,8 +206,14 @@ def service_figures(
             _drop(path, inbox, path.name)
         finished = wait_for(len(warm) + 1 + len(files), 1800)
         throughput = len(files) / (finished - started)
+        if heatmaps != "off":
+            # Heatmaps come after their batch's verdicts: the last ones are waited for.
+            wait_for_heatmaps(factory, 600)
         with factory() as session:
             names = {p.name for p in files}
+            made = session.scalars(
+                select(Scan.source_path).where(Scan.heatmap_status == HeatmapStatus.DONE)
+            ).all()
             done = session.execute(
                 select(Scan.source_path, Scan.finished_at, Prediction.inference_ms)
                 .join(Prediction, Prediction.scan_id == Scan.id)
@@ -215,7 +229,26 @@ def service_figures(
         service.wait(120)
         log.close()
         engine.dispose()
-    return ServiceFigures(latency, throughput, steady_rate([t for t, _ in rows]), model_busy(rows))
+    made_here = sum(Path(path).name in names for path in made)
+    return ServiceFigures(
+        latency, throughput, steady_rate([t for t, _ in rows]), model_busy(rows), made_here
+    )
+
+
+def wait_for_heatmaps(factory: sessionmaker[Session], timeout: float) -> None:
+    """Until no heatmap is pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with factory() as session:
+            pending = session.scalar(
+                select(func.count())
+                .select_from(Scan)
+                .where(Scan.heatmap_status == HeatmapStatus.PENDING)
+            )
+        if not pending:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"heatmaps still pending after {timeout}s")
 
 
 def main() -> None:
@@ -242,8 +275,18 @@ def main() -> None:
         default=16,
         help="the service's CXR_BATCH_SIZE, and the raw rate's batch",
     )
+    parser.add_argument(
+        "--heatmaps",
+        choices=("off", "flagged", "all"),
+        default="off",
+        help="the service's CXR_HEATMAPS; other than off, the row goes to "
+        "bench/results/heatmaps.md (unless --results is given)",
+    )
     parser.add_argument("--log", type=Path, help="keep the service's log here")
     args = parser.parse_args()
+    heatmap_table = args.heatmaps != "off" or args.results.name == "heatmaps.md"
+    if args.heatmaps != "off" and args.results.name == "end_to_end.md":
+        args.results = args.results.with_name("heatmaps.md")
     files, weights = bench_inputs(args.shared)
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cxr-e2e-") as tmp:
@@ -274,6 +317,7 @@ def main() -> None:
             workdir,
             precision=args.precision,
             batch_size=args.batch_size,
+            heatmaps=args.heatmaps,
         )
         if args.log:
             shutil.copy(workdir / "up.log", args.log)
@@ -289,6 +333,9 @@ def main() -> None:
         f"model busy {figures.model_busy:.3f} of the steady span",
         flush=True,
     )
+    if heatmap_table:
+        _record_heatmap_row(args, figures, len(dropped), naive, raw, load_at_start)
+        return
     row = (
         f"| {now()} | {git_revision()} | {load_at_start:.1f} | {args.precision} | "
         f"{args.batch_size} | "
@@ -305,6 +352,51 @@ def main() -> None:
     if table.splitlines()[0] not in text:
         text = text.rstrip("\n") + "\n\n" + table + COLUMNS
     args.results.write_text(text + row)
+
+
+def _record_heatmap_row(
+    args: argparse.Namespace,
+    figures: ServiceFigures,
+    scans: int,
+    naive: float,
+    raw: float,
+    load_at_start: float,
+) -> None:
+    """One row of bench/results/heatmaps.md: the cost of CXR_HEATMAPS on this run."""
+    rate, steady = figures.throughput, figures.steady
+    row = (
+        f"| {now()} | {git_revision()} | {load_at_start:.1f} | {args.heatmaps} | {scans} | "
+        f"{figures.heatmaps} | {raw:.2f} | {rate:.2f} ({rate / raw:.3f}) | "
+        f"{steady:.2f} ({steady / raw:.3f}) | {figures.model_busy:.3f} | "
+        f"{figures.latency_s:.2f} |\n"
+    )
+    if not args.results.exists():
+        args.results.write_text("# Heatmaps: what CXR_HEATMAPS costs end to end\n")
+    text = args.results.read_text()
+    table = HEATMAP_TABLE.format(machine=machine())
+    if table.splitlines()[0] not in text:
+        text = text.rstrip("\n") + "\n\n" + table + HEATMAP_COLUMNS
+    args.results.write_text(text + row)
+
+
+HEATMAP_TABLE = """## On {machine}
+
+Command: `.venv/bin/python bench/end_to_end.py --heatmaps off|flagged|all` (the end-to-end
+bench: 180 scans, VGG16 224 px float32, batch 16, embedded defaults; see
+end_to_end.md), one run per mode, back to back. Heatmaps made: of the timed scans
+(`flagged` depends on the bench model's untrained head: which verdicts are positive).
+Throughput and steady in scans/s (fraction of raw in brackets). Single-scan latency:
+one file dropped on the idle service (the warm-up's heatmaps done) until its result
+row; a heatmap is made after the verdict is stored, so with `all` it follows the result
+and does not delay it. Heatmaps are waited for before the run ends (the last batch's
+come after its results).
+
+"""
+HEATMAP_COLUMNS = (
+    "| when | commit | load | heatmaps | scans | heatmaps made | raw images/s "
+    "| service scans/s | steady scans/s | model busy | single-scan latency s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
 TABLE = """## On {machine}
