@@ -11,16 +11,18 @@ import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
-from db.models import ModelVersion, Prediction, Scan, ScanStatus
+from db.models import HeatmapStatus, ModelVersion, Prediction, Scan, ScanStatus
 from db.scans import mark_sent, record_scan
 from db.session import make_engine, make_session_factory, session_scope
+from db.types import utcnow
 from tests.conftest import fresh_database
 from tests.invariants import assert_invariants
 from tests.processes import RedisServer, Service, wait_until
@@ -207,6 +209,48 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         attempts = dict(session.execute(select(Scan.id, Scan.attempts)).all())
     assert all(attempts[i] >= 2 for i in interrupted), "the interrupted scans were retried"
     _assert_invariants(stack, fullres[:40])
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+def test_a_heatmap_a_dead_worker_left_owed_is_made_through_reconcile(
+    stack: Stack, fullres: list[Path], tmp_path: Path
+) -> None:
+    register_model(stack.factory, model_dir=tmp_path / "models", version="tiny-1")
+    ids = stack.record(fullres[:3])
+    stack.env["CXR_HEATMAPS"] = "off"
+    worker = stack.worker()
+    try:
+        stack.send(ids)
+        stack.wait_final(ids)
+    finally:
+        worker.stop()
+    # What a worker killed between a verdict's commit and its heatmap leaves: owed.
+    with session_scope(stack.factory) as session:
+        session.execute(
+            update(Scan)
+            .where(Scan.id.in_(ids[:2]))
+            .values(heatmap_status=HeatmapStatus.PENDING, updated_at=utcnow() - timedelta(hours=1))
+        )
+    beat, worker = stack.beat(), stack.worker("second")
+
+    def made() -> list[int]:
+        with stack.factory() as session:
+            return sorted(
+                session.scalars(select(Scan.id).where(Scan.heatmap_status == HeatmapStatus.DONE))
+            )
+
+    try:
+        wait_until(lambda: made() == ids[:2], timeout=90, what="the owed heatmaps")
+    finally:
+        worker.stop()
+        beat.stop()
+    with stack.factory() as session:
+        scans = {s.id: s for s in session.scalars(select(Scan))}
+    for scan_id in ids[:2]:
+        picture = Path(str(scans[scan_id].heatmap_path))
+        assert picture.is_file()
+        assert picture.parent == Path(str(scans[scan_id].stored_path)).parent
+    assert scans[ids[2]].heatmap_status is None, "none was asked for the third"
 
 
 def test_promoting_a_model_mid_stream_switches_later_predictions(
