@@ -19,6 +19,7 @@ from cxr_screen.cli.service_cmd import beat, worker
 from cxr_screen.cli.training_cmd import evaluate, models_app, train
 from cxr_screen.cli.up_cmd import up
 from cxr_screen.cli.watch_cmd import watch
+from worker.logs import configure_logging
 
 app = typer.Typer(
     name="cxr-screen",
@@ -54,6 +55,9 @@ SERVICE_UMASK = 0o027
 def main() -> None:
     """Run the CLI; problems a person can fix are one line on stderr and exit status 2."""
     os.umask(SERVICE_UMASK | os.umask(SERVICE_UMASK))
+    # Every command's warnings go through the escaping formatter (logging's last-resort
+    # handler would print a hostile file name raw); the service commands set their level.
+    configure_logging("WARNING")
     try:
         app()
     except CommandError as exc:

@@ -245,12 +245,6 @@ def test_item7_errors_quoting_a_hostile_name_are_one_printable_line(tmp_path: Pa
     assert "\\x1b]0;pwned\\x07\\nscan[/b].dcm" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/screening.py:540 logs the error message with the raw file name, and "
-    "`screen` prints it through logging's last-resort handler; needs an escaping formatter "
-    "in worker/logs.py (files not owned by this change)",
-)
 def test_item7_log_lines_quote_hostile_names_escaped(dicom_dir: Path, tmp_path: Path) -> None:
     """The warning a rejected scan logs names its file: escaped, as in the table."""
     folder = tmp_path / "dropped"
