@@ -14,9 +14,10 @@ from trainer.data import LabelledSplit
 from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
 from trainer.metrics import Evaluation
+from trainer.site_shift import ShiftedFigures, score_shifted, write_shifted
 from worker.accelerator import Precision, Xla
 from worker.imaging import DecodeOptions
-from worker.pipeline import ModelUnavailableError, Predictor, load_verified
+from worker.pipeline import ModelInput, ModelUnavailableError, Predictor, load_verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class ModelRef:
     positive_class: str
     threshold: float
     status: ModelStatus
+    input_size: int = 224
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelRef:
@@ -44,6 +46,7 @@ class ModelRef:
             positive_class=row.positive_class,
             threshold=row.threshold,
             status=row.status,
+            input_size=row.input_size,
         )
 
 
@@ -98,3 +101,31 @@ def evaluate_ref(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
     )
     return evaluation, scored
+
+
+def evaluate_shifted(
+    ref: ModelRef,
+    split: LabelledSplit,
+    *,
+    cache_root: Path,
+    decode: DecodeOptions,
+    precision: Precision = "float32",
+    xla: Xla = "auto",
+) -> ShiftedFigures:
+    """Measure a registered model on the shifted copy of `split` (`trainer.site_shift`),
+    written once under `cache_root` and kept: evaluating again costs only the model."""
+    model_input = ModelInput.of(ref.input_size, decode)
+    folder = cache_root / "shifted" / f"{model_input.size}-{model_input.cache_tag}"
+    copy = write_shifted(split, folder, model_input)
+    _, scored = evaluate_ref(
+        ref,
+        copy.split(ref.classes),
+        cache_root=cache_root,
+        decode=decode,
+        precision=precision,
+        xla=xla,
+    )
+    pooled, per_shift = score_shifted(
+        scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
+    )
+    return ShiftedFigures(pooled, per_shift, copy)

@@ -78,6 +78,18 @@ def _figures_table(title: str, figures: dict[str, Any]) -> Table:
     return table
 
 
+def _shifted_table(title: str, figures: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    for name in ("site change", "n", "AUC", "sensitivity", "specificity"):
+        table.add_column(name, justify="left" if name == "site change" else "right")
+    rows = [("all changes", figures), *figures["shifts"].items()]
+    for name, f in rows:
+        table.add_row(
+            name, str(f["n"]), _fmt(f["auc"]), _fmt(f["sensitivity"]), _fmt(f["specificity"])
+        )
+    return table
+
+
 def train(
     data_dir: Annotated[
         Path | None,
@@ -190,8 +202,23 @@ def evaluate(
             "(float32, mixed_bfloat16, mixed_float16); default CXR_PRECISION."
         ),
     ] = None,
+    shifted: Annotated[
+        bool,
+        typer.Option(
+            "--shifted",
+            help="Also measure it on a shifted copy of the folder: the same films as "
+            "another site might send them (zoom in/out, gamma, low contrast, noise, JPEG "
+            "q25, half resolution, burned-in markers), made deterministically and kept "
+            "under CXR_MODEL_DIR; figures pooled and per change.",
+        ),
+    ] = False,
 ) -> None:
-    """Measure a model on labelled images (accuracy, AUC, sensitivity, specificity ...)."""
+    """Measure a model on labelled images (accuracy, AUC, sensitivity, specificity ...).
+
+    Val is a random carve of the training acquisitions and flatters a model; `--shifted`
+    adds the figures on the same films under realistic site changes, at the same
+    threshold: a model whose specificity falls there will fall at another site too.
+    """
     settings = settings_or_fail()
     served = _precision(precision, settings.screening.precision)
     if not labelled_dir.is_dir():
@@ -199,7 +226,7 @@ def evaluate(
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
     from trainer.data import scan_split
     from trainer.nightly import cache_root
-    from trainer.registered import evaluate_ref, find_ref
+    from trainer.registered import evaluate_ref, evaluate_shifted, find_ref
     from trainer.report import write_report
     from worker.decode_config import decode_options
 
@@ -216,6 +243,16 @@ def evaluate(
                 precision=served,
                 xla=settings.screening.xla,
             )
+            moved = None
+            if shifted:
+                moved = evaluate_shifted(
+                    ref,
+                    split,
+                    cache_root=cache_root(settings),
+                    decode=decode_options(settings),
+                    precision=served,
+                    xla=settings.screening.xla,
+                )
     finally:
         engine.dispose()
     figures = {
@@ -226,6 +263,8 @@ def evaluate(
         "skipped_files": [{"path": str(p), "reason": r} for p, r in scored.failed],
         **evaluation.to_dict(),
     }
+    if moved is not None:
+        figures["shifted"] = moved.to_dict()
     if report is not None:
         write_report(
             report, evaluation=evaluation, title=f"{ref.version} ({served}) on {labelled_dir}"
@@ -235,6 +274,8 @@ def evaluate(
         return
     out = Console()
     out.print(_figures_table(f"{ref.version} ({served}) on {labelled_dir}", figures))
+    if moved is not None:
+        out.print(_shifted_table(f"{ref.version} on the shifted copy", figures["shifted"]))
     if scored.failed:
         out.print(f"{len(scored.failed)} files could not be decoded and were left out")
     if scored.fell_back:
