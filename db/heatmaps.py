@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import HeatmapStatus, Prediction, Scan, ScanStatus
+from db.reports import latest_prediction_id
 from db.types import utcnow
 
 
@@ -72,14 +73,7 @@ def stale_heatmaps(session: Session, *, older_than: timedelta, limit: int = 500)
 
 def owed_heatmaps(session: Session, *, scan_ids: list[int]) -> list[OwedHeatmap]:
     """The scans among `scan_ids` still owed a heatmap, with the verdict to explain."""
-    latest = (
-        select(Prediction.id)
-        .where(Prediction.scan_id == Scan.id)
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-        .limit(1)
-        .correlate(Scan)
-        .scalar_subquery()
-    )
+    latest = latest_prediction_id()
     rows = session.execute(
         select(Scan, Prediction)
         .join(Prediction, Prediction.id == latest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import HeatmapStatus, ModelVersion, Prediction, ReportStatus, Scan, ScanStatus
@@ -34,6 +34,19 @@ class ReportJob:
     model_version: str | None
     positive_class: str | None
     heatmap_path: str | None = None  # the PNG of a heatmap to send with the report
+
+
+def latest_prediction_id() -> ScalarSelect[int]:
+    """The id of a scan's latest prediction, as a subquery correlated to `Scan` (the one
+    the results view and the report show)."""
+    return (
+        select(Prediction.id)
+        .where(Prediction.scan_id == Scan.id)
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        .limit(1)
+        .correlate(Scan)
+        .scalar_subquery()
+    )
 
 
 def mark_new_reports(session: Session, *, enabled: bool) -> int:
@@ -89,14 +102,7 @@ def claim_due_reports(
     ).all()
     if not claimed:
         return []
-    latest = (
-        select(Prediction.id)
-        .where(Prediction.scan_id == Scan.id)
-        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
-        .limit(1)
-        .correlate(Scan)
-        .scalar_subquery()
-    )
+    latest = latest_prediction_id()
     rows = session.execute(
         select(Scan, Prediction, ModelVersion)
         .outerjoin(Prediction, Prediction.id == latest)
