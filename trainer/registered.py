@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import model_registry
 from db.models import ModelStatus, ModelVersion
 from db.session import session_scope
+from trainer.calibration import calibration_figures
 from trainer.data import LabelledSplit
 from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
@@ -128,4 +129,9 @@ def evaluate_shifted(
     pooled, per_shift = score_shifted(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
     )
-    return ShiftedFigures(pooled, per_shift, copy)
+    calibration = calibration_figures(
+        scored.probabilities,
+        scored.split.label_indices(ref.classes),
+        ref.classes.index(ref.positive_class),
+    )
+    return ShiftedFigures(pooled, per_shift, copy, calibration)

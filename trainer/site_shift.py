@@ -19,7 +19,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -180,11 +180,13 @@ class ShiftedFigures:
     pooled: Evaluation
     per_shift: dict[str, Evaluation]
     copy: ShiftedCopy
+    calibration: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: the pooled figures, and AUC / sensitivity / specificity per shift."""
         return {
             **self.pooled.to_dict(),
+            "calibration": self.calibration,
             "shifts": {
                 name: {
                     "n": e.n,

@@ -224,6 +224,7 @@ def evaluate(
     if not labelled_dir.is_dir():
         raise CommandError(f"{labelled_dir} is not a folder")
     # Imported here, after the cheap checks: TensorFlow takes seconds to load.
+    from trainer.calibration import calibration_figures
     from trainer.data import scan_split
     from trainer.nightly import cache_root
     from trainer.registered import evaluate_ref, evaluate_shifted, find_ref
@@ -263,6 +264,11 @@ def evaluate(
         "skipped_files": [{"path": str(p), "reason": r} for p, r in scored.failed],
         **evaluation.to_dict(),
     }
+    figures["calibration"] = calibration_figures(
+        scored.probabilities,
+        scored.split.label_indices(ref.classes),
+        ref.classes.index(ref.positive_class),
+    )
     if moved is not None:
         figures["shifted"] = moved.to_dict()
     if report is not None:
@@ -274,6 +280,10 @@ def evaluate(
         return
     out = Console()
     out.print(_figures_table(f"{ref.version} ({served}) on {labelled_dir}", figures))
+    ece = figures["calibration"]["ece"]
+    out.print(
+        f"expected calibration error of the {ref.positive_class} probability (10 bins): {_fmt(ece)}"
+    )
     if moved is not None:
         out.print(_shifted_table(f"{ref.version} on the shifted copy", figures["shifted"]))
     if scored.failed:

@@ -88,6 +88,9 @@ def test_evaluate_shifted_reports_pooled_and_per_change_figures(val: Path, tmp_p
     assert set(figures["shifted"]["shifts"]) == set(SHIFTS)
     assert all(f["n"] == 4 for f in figures["shifted"]["shifts"].values())
     assert figures["shifted"]["threshold"] == figures["threshold"]
+    for part in (figures, figures["shifted"]):
+        assert 0.0 <= part["calibration"]["ece"] <= 1.0
+        assert sum(b["n"] for b in part["calibration"]["bins"]) == part["n"]
     kept = list((tmp_path / "models").rglob("shifted/*/NORMAL/zoom_in/*.png"))
     assert len(kept) == 2, "the copy is kept beside the models"
 
@@ -95,3 +98,4 @@ def test_evaluate_shifted_reports_pooled_and_per_change_figures(val: Path, tmp_p
     assert table.returncode == 0, table.stderr
     assert "on the shifted copy" in table.stdout
     assert "jpeg_q25" in table.stdout
+    assert "expected calibration error of the PNEUMONIA probability" in table.stdout
