@@ -58,7 +58,7 @@ def wanted(mode: HeatmapMode, verdict: Verdict, positive_class: str) -> bool:
 
 
 class Heatmaps:
-    """Makes heatmaps for one worker process; one explainer per model version, built once.
+    """Makes heatmaps for one worker process; the explainer of the serving model, built once.
 
     Splitting the model for Grad-CAM builds two Keras models (a second for VGG16), so
     it is done on the first heatmap of each version, not per batch.
@@ -75,6 +75,7 @@ class Heatmaps:
             if model.version_id not in self._explainers:
                 predictor = model.predictor
                 artifact = predictor.float32_model or predictor.keras_model
+                # Only the serving version's: a replaced model's explainer is let go.
                 self._explainers = {model.version_id: Explainer.of(artifact)}
             return self._explainers[model.version_id]
 

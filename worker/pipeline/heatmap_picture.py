@@ -10,6 +10,7 @@ Secondary Capture has no overlay plane a viewer must show).
 
 from __future__ import annotations
 
+import functools
 from io import BytesIO
 
 import numpy as np
@@ -79,7 +80,7 @@ def render(
         enlarged = Image.fromarray(panel).resize((side, side), Image.Resampling.BILINEAR)
         canvas.paste(enlarged, (index * side, 0))
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=FONT_SIZE)
+    font = _font()
     for line, text in enumerate(_wrap(caption, draw, font, 2 * side - 2 * CAPTION_MARGIN)[:2]):
         draw.text(
             (CAPTION_MARGIN, side + CAPTION_MARGIN // 2 + line * (FONT_SIZE + 3)),
@@ -88,6 +89,12 @@ def render(
             font=font,
         )
     return np.asarray(canvas, dtype=np.uint8)
+
+
+@functools.cache
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The caption's font, loaded once per process (not once per heatmap)."""
+    return ImageFont.load_default(size=FONT_SIZE)
 
 
 def _wrap(
