@@ -65,6 +65,8 @@ def save_trained(
         directory / REPORT_NAME,
         evaluation=result.evaluation,
         history=result.history,
+        shifted=result.shifted.pooled if result.shifted is not None else None,
+        calibration=result.calibration,
         title=f"{version}: {result.config.backbone} evaluated on held-out images of {data_root}",
     )
     card = model_card(
@@ -108,6 +110,8 @@ def model_card(
             "positive_class": result.positive_class,
             "threshold": result.threshold,
             "threshold_rule": result.threshold_rule,
+            # The threshold each folder alone would give; the chosen one is the lowest.
+            "threshold_chosen_on": result.thresholds,
             "base_frozen": not config.fine_tune,
         },
         "base_weights": {
@@ -122,8 +126,12 @@ def model_card(
             "fingerprint": data_fingerprint,
             "counts": result.counts,
             "skipped_files": [{"path": p, "reason": r} for p, r in result.skipped_files],
+            "exact_duplicates": result.duplicates,
         },
         "evaluation": result.evaluation.to_dict(),
+        # The same films under 8 site changes (trainer.site_shift), at the same threshold.
+        "shifted_evaluation": result.shifted.to_dict() if result.shifted is not None else None,
+        "calibration": result.calibration,
         "history": result.history,
         "timings_s": result.timings,
         "features": result.extraction,

@@ -77,3 +77,60 @@ def calibration_figures(
         "ece": expected_calibration_error(p, y),
         "bins": [asdict(b) for b in reliability(p, y)],
     }
+
+
+# The temperatures a fit may choose: wide enough for a head squeezed towards 0.5 (T < 1)
+# or an over-confident one (T > 1), narrow enough that a degenerate split (every film
+# separable) cannot drive T to zero and the probabilities to exactly 0 and 1.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def tempered(probabilities: npt.ArrayLike, temperature: float) -> npt.NDArray[np.float32]:
+    """Class probabilities with the logits divided by `temperature`.
+
+    The logits are recovered as log-probabilities: they differ from the head's own by a
+    constant per film, which the softmax cancels, so this equals the head with its last
+    dense layer divided by `temperature` (`trainer.model.temper_head`).
+    """
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
+    scaled = logits / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    out: npt.NDArray[np.float32] = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def negative_log_likelihood(
+    probabilities: npt.ArrayLike, truth: npt.ArrayLike, temperature: float
+) -> float:
+    """Mean -log p(true class) after tempering."""
+    p = tempered(probabilities, temperature).astype(np.float64)
+    rows = np.arange(p.shape[0])
+    return float(-np.mean(np.log(np.clip(p[rows, np.asarray(truth)], 1e-12, 1.0))))
+
+
+def fit_temperature(probabilities: npt.ArrayLike, truth: npt.ArrayLike) -> float:
+    """The temperature minimising the negative log-likelihood of `truth` (Guo et al. 2017).
+
+    One parameter, so a golden-section search on log T is exact enough and needs no
+    optimiser; the NLL is convex in 1/T, so the search cannot stop at a wrong minimum.
+    """
+    low, high = (float(np.log(t)) for t in TEMPERATURE_RANGE)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+
+    def loss(log_t: float) -> float:
+        return negative_log_likelihood(probabilities, truth, float(np.exp(log_t)))
+
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(60):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    return float(np.exp((a + b) / 2.0))

@@ -41,6 +41,9 @@ class LabelledSplit:
     root: Path
     classes: tuple[str, ...]
     images: tuple[LabelledImage, ...]
+    # Byte-identical files used once, and files left out for sitting under two classes.
+    duplicates: int = 0
+    conflicting: int = 0
 
     def counts(self) -> dict[str, int]:
         """Images per class, every class listed."""
@@ -66,6 +69,8 @@ class LabelledDataset:
     root: Path
     train: LabelledSplit
     evaluation: LabelledSplit
+    # Evaluation images whose bytes are also in train/, left out of the evaluation.
+    overlap: int = 0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -75,6 +80,18 @@ class LabelledDataset:
     def fingerprint(self) -> str:
         """A hash of what training would see; equal fingerprints mean nothing changed."""
         return data_fingerprint((self.train, self.evaluation))
+
+    def duplicate_handling(self) -> dict[str, object]:
+        """How exact duplicates were handled, for the model card."""
+        return {
+            "rule": "byte-identical files (same SHA-256) are used once; a file under two "
+            "classes is left out; evaluation files whose bytes are in train/ are left out "
+            "of the evaluation",
+            "train_duplicates": self.train.duplicates,
+            "evaluation_duplicates": self.evaluation.duplicates,
+            "under_two_classes": self.train.conflicting + self.evaluation.conflicting,
+            "evaluation_also_in_train": self.overlap,
+        }
 
 
 def list_classes(root: Path) -> tuple[str, ...]:
@@ -129,6 +146,7 @@ def scan_split(
         split_classes = found
     seen: dict[str, LabelledImage] = {}
     conflicting: set[str] = set()
+    duplicates = 0
     images: list[LabelledImage] = []
     for label in found:
         for path in _image_files(root / label):
@@ -139,6 +157,7 @@ def scan_split(
                     conflicting.add(digest)
                 # An exact copy adds no information and would count twice.
                 logger.warning("%s duplicates %s; using it once", path, earlier.path)
+                duplicates += 1
                 continue
             image = LabelledImage(path=path, label=label, sha256=digest)
             seen[digest] = image
@@ -151,7 +170,12 @@ def scan_split(
     if not images:
         raise DataError(f"{root} holds no JPEG, PNG or DICOM images under its class folders")
     return LabelledSplit(
-        name=name or root.name, root=root, classes=split_classes, images=tuple(images)
+        name=name or root.name,
+        root=root,
+        classes=split_classes,
+        images=tuple(images),
+        duplicates=duplicates,
+        conflicting=len(conflicting),
     )
 
 
@@ -194,7 +218,7 @@ def load_dataset(data_dir: Path) -> LabelledDataset:
             evaluation,
             images=tuple(i for i in evaluation.images if i.sha256 not in overlap),
         )
-    return LabelledDataset(root=data_dir, train=train, evaluation=evaluation)
+    return LabelledDataset(root=data_dir, train=train, evaluation=evaluation, overlap=len(overlap))
 
 
 def data_fingerprint(splits: Iterable[LabelledSplit]) -> str:

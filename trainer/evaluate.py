@@ -13,10 +13,9 @@ import numpy.typing as npt
 
 from trainer.backbones import weights_sha256
 from trainer.data import LabelledSplit, prepare_images
-from trainer.features import extract_missing, load_features
+from trainer.features import extract_missing, feature_cache, load_features
 from trainer.metrics import Evaluation, evaluate_probabilities
 from trainer.model import BASE_LAYER_NAME, HEAD_NAME, INPUT_NAME, PREPROCESS_NAME
-from trainer.train import feature_cache
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput, Predictor
 

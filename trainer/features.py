@@ -16,12 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from trainer.data import LabelledImage, prepare_images
+from trainer.preprocessing import PREPROCESSING_VERSION
 from worker.pipeline import ModelInput
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 ProgressCallback = Callable[[int, int], None]
+# Changes one image's model input (uint8, side x side x 3) before the batch transform.
+PixelTransform = Callable[[npt.NDArray[np.uint8], LabelledImage], npt.NDArray[np.uint8]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,7 @@ def extract_missing(
     model_input: ModelInput,
     batch_size: int = 32,
     transform: keras.Layer | None = None,
+    pixel_transform: PixelTransform | None = None,
     progress: ProgressCallback | None = None,
 ) -> Extraction:
     """Run the base on the images whose features are not cached yet, and store them.
@@ -123,6 +127,8 @@ def extract_missing(
         batch_size: Images per forward pass.
         transform: An augmentation applied (in training mode) before the extractor, for
             stored augmented views.
+        pixel_transform: A per-image change applied before `transform` (the site
+            changes of `trainer.site_shift.random_site_change`).
         progress: Called with (images done, total) after each batch.
     """
     result = Extraction()
@@ -148,7 +154,15 @@ def extract_missing(
         prepared = prepare_images(todo[start : start + batch_size], model_input)
         result.failed.extend(prepared.failed)
         if prepared.images:
-            x = prepared.pixels.astype(np.float32)
+            pixels = prepared.pixels
+            if pixel_transform is not None:
+                pixels = np.stack(
+                    [
+                        pixel_transform(row, image)
+                        for row, image in zip(pixels, prepared.images, strict=True)
+                    ]
+                )
+            x = pixels.astype(np.float32)
             if transform is not None:
                 x = keras.ops.convert_to_numpy(transform(x, training=True))
             features = np.asarray(extractor.predict_on_batch(x), dtype=np.float32)
@@ -171,3 +185,25 @@ def load_features(images: Sequence[LabelledImage], *, cache: FeatureCache) -> Fl
     for i, image in enumerate(images[1:], start=1):
         out[i] = cache.load(image.sha256)
     return out
+
+
+def feature_cache(
+    cache_root: Path,
+    *,
+    backbone: str,
+    base_sha: str,
+    model_input: ModelInput,
+    layer: str,
+    view: str = "original",
+) -> FeatureCache:
+    """The cache for one backbone, weights, model input, cached layer and view."""
+    key = CacheKey(
+        backbone=backbone,
+        base_weights_sha256=base_sha,
+        input_size=model_input.size,
+        layer=layer,
+        preprocessing_version=PREPROCESSING_VERSION,
+        decoder=model_input.cache_tag,
+        view=view,
+    )
+    return FeatureCache(cache_root, key)

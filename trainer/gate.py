@@ -13,7 +13,7 @@ import numpy.typing as npt
 from trainer.data import LabelledSplit
 from trainer.evaluate import Scored
 from trainer.metrics import Evaluation, sensitivity_at_specificity
-from trainer.registered import ModelRef, evaluate_ref
+from trainer.registered import ModelRef, evaluate_ref, evaluate_shifted
 from worker.imaging import DecodeOptions
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class GateDecision:
     candidate: dict[str, float | None]
     active: dict[str, float | None] | None
     rule: dict[str, float] = field(default_factory=dict)
+    # The same comparison on the folder's shifted copy, when it was made.
+    shifted: GateDecision | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -63,6 +65,7 @@ class GateDecision:
             "candidate": self.candidate,
             "active": self.active,
             "rule": self.rule,
+            "shifted": self.shifted.to_dict() if self.shifted is not None else None,
         }
 
     def summary(self) -> str:
@@ -169,6 +172,14 @@ def scores_of(evaluation: Evaluation, scored: Scored) -> Scores:
 
 
 @dataclass(frozen=True, slots=True)
+class ShiftedCandidate:
+    """The candidate on the folder's shifted copy (`trainer.site_shift`)."""
+
+    evaluation: Evaluation
+    scores: Scores
+
+
+@dataclass(frozen=True, slots=True)
 class GateFolder:
     """The labelled folder both models are measured on, and how its files are read."""
 
@@ -184,8 +195,14 @@ def gate_against_active(
     folder: GateFolder,
     *,
     rule: GateRule | None = None,
+    shifted: ShiftedCandidate | None = None,
 ) -> GateDecision:
-    """Re-evaluate the active model on the folder and apply the gate."""
+    """Re-evaluate the active model on the folder and apply the gate; with `shifted`,
+    also on the folder's shifted copy, and pass only when both pass.
+
+    Val is a carve of the training acquisitions, so a candidate can beat the active
+    model there and still lose at another site; the shifted copy is the stand-in.
+    """
     active_eval: Evaluation | None = None
     if active is not None:
         if active.classes != candidate.classes:
@@ -205,7 +222,23 @@ def gate_against_active(
             active_eval.sensitivity or float("nan"),
             active_eval.specificity or float("nan"),
         )
-    return apply_gate(candidate, active_eval, candidate_scores=candidate_scores, rule=rule)
+    decision = apply_gate(candidate, active_eval, candidate_scores=candidate_scores, rule=rule)
+    if shifted is None:
+        return decision
+    active_shifted = (
+        evaluate_shifted(
+            active, folder.split, cache_root=folder.cache_root, decode=folder.decode
+        ).pooled
+        if active is not None
+        else None
+    )
+    on_copy = apply_gate(
+        shifted.evaluation, active_shifted, candidate_scores=shifted.scores, rule=rule
+    )
+    decision.shifted = on_copy
+    decision.passed = decision.passed and on_copy.passed
+    decision.reasons.extend(f"shifted copy: {reason}" for reason in on_copy.reasons)
+    return decision
 
 
 def gate_registered(
@@ -215,9 +248,17 @@ def gate_registered(
     *,
     rule: GateRule | None = None,
 ) -> GateDecision:
-    """Measure a registered candidate on the folder and gate it against the active model."""
+    """Measure a registered candidate on the folder and its shifted copy, and gate it
+    against the active model on both."""
     evaluation, scored = _evaluate_on(candidate, folder)
-    return gate_against_active(evaluation, scores_of(evaluation, scored), active, folder, rule=rule)
+    copy = evaluate_shifted(
+        candidate, folder.split, cache_root=folder.cache_root, decode=folder.decode
+    )
+    assert copy.scores is not None  # shifted_figures always sets them
+    shifted = ShiftedCandidate(copy.pooled, copy.scores)
+    return gate_against_active(
+        evaluation, scores_of(evaluation, scored), active, folder, rule=rule, shifted=shifted
+    )
 
 
 def _evaluate_on(ref: ModelRef, folder: GateFolder) -> tuple[Evaluation, Scored]:

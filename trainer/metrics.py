@@ -17,6 +17,12 @@ THRESHOLD_RULE = (
     "{target:.2f} (a positive is called when p({positive}) >= threshold), placed midway "
     "to the next lower score; screening misses cost more than recalls"
 )
+SHIFTED_THRESHOLD_RULE = (
+    "the highest threshold whose sensitivity is at least {target:.2f} both on the "
+    "evaluation folder and on its shifted copy (trainer.site_shift: the same films under "
+    "8 site changes), a positive being called when p({positive}) >= threshold, placed "
+    "midway to the next lower score on the folder that decides it"
+)
 
 
 def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:

@@ -178,3 +178,17 @@ def build_classifier(
         base=base, head=head, size=size, preprocessing=extractor.get_layer(PREPROCESS_NAME)
     )
     return Classifier(model=model, base=base, head=head, extractor=extractor, tail=tail)
+
+
+def temper_head(head: keras.Model, temperature: float) -> None:
+    """Divide the head's logits by `temperature`, in place.
+
+    softmax((W x + b) / T) = softmax((W / T) x + b / T): temperature scaling is the same
+    dense layer with scaled weights, so the saved model, the serving path, Grad-CAM and
+    every reader of the artifact need nothing new.
+    """
+    if temperature <= 0:
+        raise ConfigError(f"temperature {temperature} is not positive")
+    dense = head.get_layer("probabilities")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])

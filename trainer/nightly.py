@@ -26,7 +26,14 @@ from db.types import utcnow
 from trainer.artifacts import SavedModel, new_version, save_trained
 from trainer.data import LabelledDataset, load_dataset
 from trainer.errors import DataError
-from trainer.gate import GateDecision, GateFolder, GateRule, gate_against_active, positive_scores
+from trainer.gate import (
+    GateDecision,
+    GateFolder,
+    GateRule,
+    ShiftedCandidate,
+    gate_against_active,
+    positive_scores,
+)
 from trainer.registered import ModelRef
 from trainer.train import Progress, TrainConfig, TrainResult, train_model
 from worker.decode_config import decode_options
@@ -319,7 +326,8 @@ def gate_candidate(
     decode: DecodeOptions,
     rule: GateRule | None,
 ) -> GateDecision:
-    """Compare the candidate with the active model on the images it was evaluated on."""
+    """Compare the candidate with the active model on the images it was evaluated on
+    and on their shifted copy."""
     candidate_split = data.dataset.evaluation.without(
         Path(path) for path, _ in result.skipped_files
     )
@@ -329,12 +337,28 @@ def gate_candidate(
         classes=result.classes,
         positive_class=result.positive_class,
     )
+    shifted = None
+    if (
+        result.shifted is not None
+        and result.shifted_probabilities is not None
+        and result.shifted_true_idx is not None
+    ):
+        shifted = ShiftedCandidate(
+            result.shifted.pooled,
+            positive_scores(
+                result.shifted_true_idx,
+                result.shifted_probabilities,
+                classes=result.classes,
+                positive_class=result.positive_class,
+            ),
+        )
     decision = gate_against_active(
         result.evaluation,
         scores,
         state.active,
         GateFolder(candidate_split, cache, decode),
         rule=rule,
+        shifted=shifted,
     )
     logger.info("%s", decision.summary())
     return decision
@@ -353,6 +377,7 @@ def register_candidate(
         **result.evaluation.to_dict(),
         "evaluated_on": str(data.dataset.evaluation.root),
         "gate": decision.to_dict(),
+        **_robustness(result),
     }
     with session_scope(record.factory) as session:
         row = model_registry.add_candidate(
@@ -379,6 +404,27 @@ def register_candidate(
     return Registered(model_id, decision.passed)
 
 
+def _robustness(result: TrainResult) -> dict[str, Any]:
+    """The shifted-copy figures, the thresholds per folder and the calibration summary."""
+    calibration = result.calibration
+
+    def ece(stage: str, folder: str) -> float | None:
+        value = (calibration.get(stage) or {}).get(folder) or {}
+        return value.get("ece") if isinstance(value, dict) else None
+
+    return {
+        "shifted": result.shifted.to_dict() if result.shifted is not None else None,
+        "thresholds": result.thresholds,
+        "calibration": {
+            "temperature": calibration.get("temperature"),
+            "ece_before": {"evaluation": ece("before", "evaluation"),
+                           "shifted": ece("before", "shifted")},
+            "ece_after": {"evaluation": ece("after", "evaluation"),
+                          "shifted": ece("after", "shifted")},
+        },
+    }  # fmt: skip
+
+
 def record_skipped(record: RunRecord, skip: Skip, data: TrainingData) -> dict[str, Any]:
     """Close the run as skipped; the summary `run_training` returns."""
     with session_scope(record.factory) as session:
@@ -403,6 +449,7 @@ def record_succeeded(
         "version": saved.version,
         "promoted": registered.promoted,
         "evaluation": result.evaluation.to_dict(),
+        **_robustness(result),
         "gate": decision.to_dict(),
         "timings_s": result.timings,
         "features": result.extraction,

@@ -10,12 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import model_registry
 from db.models import ModelStatus, ModelVersion
 from db.session import session_scope
-from trainer.calibration import calibration_figures
 from trainer.data import LabelledSplit
 from trainer.errors import NoActiveModelError, RegistryError
 from trainer.evaluate import Scored, evaluate_scored, score_model
 from trainer.metrics import Evaluation
-from trainer.site_shift import ShiftedFigures, score_shifted, write_shifted
+from trainer.site_shift import ShiftedFigures, score_shifted, shifted_folder, write_shifted
 from worker.accelerator import Precision, Xla
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput, ModelUnavailableError, Predictor, load_verified
@@ -116,8 +115,7 @@ def evaluate_shifted(
     """Measure a registered model on the shifted copy of `split` (`trainer.site_shift`),
     written once under `cache_root` and kept: evaluating again costs only the model."""
     model_input = ModelInput.of(ref.input_size, decode)
-    folder = cache_root / "shifted" / f"{model_input.size}-{model_input.cache_tag}"
-    copy = write_shifted(split, folder, model_input)
+    copy = write_shifted(split, shifted_folder(cache_root, model_input), model_input)
     _, scored = evaluate_ref(
         ref,
         copy.split(ref.classes),
@@ -126,12 +124,10 @@ def evaluate_shifted(
         precision=precision,
         xla=xla,
     )
-    pooled, per_shift = score_shifted(
-        scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold
+    return score_shifted(
+        scored,
+        classes=ref.classes,
+        positive_class=ref.positive_class,
+        threshold=ref.threshold,
+        copy=copy,
     )
-    calibration = calibration_figures(
-        scored.probabilities,
-        scored.split.label_indices(ref.classes),
-        ref.classes.index(ref.positive_class),
-    )
-    return ShiftedFigures(pooled, per_shift, copy, calibration)

@@ -29,16 +29,24 @@ def write_report(
     evaluation: Evaluation,
     history: dict[str, list[float]] | None = None,
     title: str = "",
+    shifted: Evaluation | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
-    """Draw the ROC curve, confusion matrix and (when given) training curves to a PNG."""
-    panels = 3 if history else 2
-    figure = Figure(figsize=(5.2 * panels, 4.6), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels)
-    _roc(axes[0], evaluation)
-    _confusion(axes[1], evaluation)
+    """Draw the ROC curves (the folder and, when given, its shifted copy), the confusion
+    matrix, the reliability curves (when a calibration is given) and the training curves
+    to a PNG."""
+    drawers: list[Any] = [
+        lambda ax: _roc(ax, evaluation, shifted),
+        lambda ax: _confusion(ax, evaluation),
+    ]
+    if calibration and calibration.get("before"):
+        drawers.append(lambda ax: _reliability(ax, calibration))
     if history:
-        _curves(axes[2], history)
+        drawers.append(lambda ax: _curves(ax, history))
+    figure = Figure(figsize=(5.2 * len(drawers), 4.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    for ax, draw in zip(figure.subplots(1, len(drawers)), drawers, strict=True):
+        draw(ax)
     if title:
         figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,9 +54,16 @@ def write_report(
     return path
 
 
-def _roc(ax: Any, evaluation: Evaluation) -> None:
+def _roc(ax: Any, evaluation: Evaluation, shifted: Evaluation | None = None) -> None:
     if evaluation.roc:
         ax.plot(evaluation.roc["fpr"], evaluation.roc["tpr"], lw=2, label="ROC")
+    if shifted is not None and shifted.roc:
+        auc = "n/a" if shifted.auc is None else f"{shifted.auc:.4f}"
+        ax.plot(shifted.roc["fpr"], shifted.roc["tpr"], lw=1.5, color="darkorange",
+                label=f"shifted copy, AUC {auc}")  # fmt: skip
+        if shifted.sensitivity is not None and shifted.specificity is not None:
+            ax.plot([1 - shifted.specificity], [shifted.sensitivity], "s", color="darkorange",
+                    label="shifted copy at the threshold")  # fmt: skip
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     if evaluation.sensitivity is not None and evaluation.specificity is not None:
         ax.plot(
@@ -65,6 +80,32 @@ def _roc(ax: Any, evaluation: Evaluation) -> None:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right")
+
+
+def _reliability(ax: Any, calibration: dict[str, Any]) -> None:
+    """Observed rate against mean probability per bin, before and after the temperature."""
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    styles = {"evaluation": ("-", "o"), "shifted": (":", "s")}
+    for stage, color in (("before", "grey"), ("after", "crimson")):
+        for folder, figures in (calibration.get(stage) or {}).items():
+            bins = [b for b in figures["bins"] if b["n"]]
+            line, marker = styles.get(folder, ("-", "o"))
+            ece = figures.get("ece")
+            ax.plot(
+                [b["mean_probability"] for b in bins],
+                [b["observed_rate"] for b in bins],
+                ls=line, marker=marker, ms=4, color=color,
+                label=f"{folder} {stage}: ECE {ece:.3f}" if ece is not None else folder,
+            )  # fmt: skip
+    temperature = calibration.get("temperature")
+    ax.set_title(
+        "reliability" + (f", temperature {temperature:.3f}" if temperature is not None else "")
+    )
+    ax.set_xlabel("mean p(positive) in bin")
+    ax.set_ylabel("share positive")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="upper left", fontsize="small")
 
 
 def _confusion(ax: Any, evaluation: Evaluation) -> None:

@@ -26,8 +26,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from trainer.calibration import calibration_figures
 from trainer.data import LabelledSplit, scan_split
-from trainer.evaluate import Scored, evaluate_scored
+from trainer.evaluate import Scored
 from trainer.metrics import Evaluation, evaluate_probabilities
 from worker.pipeline import ModelInput, Prepared, prepare_file
 
@@ -129,6 +130,68 @@ def shifted(pixels: Pixels, name: str, sha256: str) -> Pixels:
     return np.asarray(SHIFTS[name](grey, np.random.default_rng(seed)).convert("L"), np.uint8)
 
 
+# The changes `random_site_change` makes during training. The other SHIFTS (JPEG
+# re-compression, a lower resolution, burned-in markers) are never trained on, so the
+# shifted copy's figures on them stay a measure of changes the model has not seen.
+TRAINED_FAMILIES = ("framing", "grey-level curve", "noise")
+# Part of the cache view name of stored site-change copies: bump it when
+# `random_site_change` changes, so old features are not reused.
+SITE_CHANGE_VERSION = 1
+TRAINED_SHIFTS = ("zoom_in", "zoom_out", "gamma_1.5", "low_contrast", "noise")
+HELD_OUT_SHIFTS = tuple(name for name in SHIFTS if name not in TRAINED_SHIFTS)
+
+
+def _framed(image: Image.Image, scale: float, dx: float, dy: float) -> Image.Image:
+    """Zoomed by `scale` (above 1: a central crop enlarged; below: shrunk into a black
+    border), moved by (dx, dy) of the side."""
+    side = image.width
+    if scale >= 1.0:
+        inner = side / scale
+        left = (side - inner) / 2 + dx * (side - inner)
+        top = (side - inner) / 2 + dy * (side - inner)
+        return image.resize(
+            (side, side), Image.Resampling.BILINEAR, box=(left, top, left + inner, top + inner)
+        )
+    inner_side = max(1, round(side * scale))
+    canvas = Image.new(image.mode, (side, side), 0)
+    room = side - inner_side
+    canvas.paste(
+        _resized(image, inner_side), (round(room / 2 + dx * room), round(room / 2 + dy * room))
+    )
+    return canvas
+
+
+def random_site_change(pixels: Pixels, sha256: str, view: str) -> Pixels:
+    """The model input `pixels` (grey RGB) as some other site might have framed, processed
+    and exposed it: random framing, grey-level curve and noise, drawn per film and view.
+
+    Strengths span the shifted copy's fixed ones (zoom 0.8 to 1.2, gamma 0.6 to 1.7, a
+    contrast window, noise sigma 0 to 10) so training sees them as the same film.
+    Seeded by the film's hash and the view, so a stored view is reproducible.
+    """
+    seed = int.from_bytes(hashlib.sha256(f"site:{view}:{sha256}".encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    grey = Image.fromarray(np.asarray(pixels)[..., 0])
+    if rng.random() < 0.8:
+        scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.2))))
+        grey = _framed(grey, scale, float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.3, 0.3)))
+    if rng.random() < 0.8:
+        gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
+        low = float(rng.uniform(0.0, 0.15)) if rng.random() < 0.5 else 0.0
+        high = float(rng.uniform(0.85, 1.0)) if rng.random() < 0.5 else 1.0
+        grey = _curve(grey, gamma, low=low, high=high)
+    values = np.asarray(grey, dtype=np.float64)
+    if rng.random() < 0.5:
+        values = values + rng.normal(0.0, float(rng.uniform(2.0, 10.0)), values.shape)
+    out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return np.repeat(out[..., None], 3, axis=-1)
+
+
+def shifted_folder(cache_root: Path, model_input: ModelInput) -> Path:
+    """Where the shifted copy for models of this input is kept (beside the feature cache)."""
+    return cache_root / "shifted" / f"{model_input.size}-{model_input.cache_tag}"
+
+
 @dataclass(frozen=True, slots=True)
 class ShiftedCopy:
     """A written shifted copy: its folder (one sub-folder per class) and what was skipped."""
@@ -175,49 +238,88 @@ def write_shifted(
 
 @dataclass(frozen=True, slots=True)
 class ShiftedFigures:
-    """A model on the shifted copy of a split: pooled over every shift, and per shift."""
+    """A model on the shifted copy of a split: pooled over every shift, per shift, and
+    pooled over the shifts that training never applies (`HELD_OUT_SHIFTS`)."""
 
     pooled: Evaluation
     per_shift: dict[str, Evaluation]
-    copy: ShiftedCopy
+    copy: ShiftedCopy | None
     calibration: dict[str, object] = field(default_factory=dict)
+    held_out: Evaluation | None = None
+    # (is_positive, positive-class probability) per file, for the gate's comparison.
+    scores: tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]] | None = field(
+        default=None, repr=False
+    )
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: the pooled figures, and AUC / sensitivity / specificity per shift."""
+
+        def brief(e: Evaluation) -> dict[str, object]:
+            return {"n": e.n, "auc": e.auc, "sensitivity": e.sensitivity,
+                    "specificity": e.specificity}  # fmt: skip
+
         return {
             **self.pooled.to_dict(),
             "calibration": self.calibration,
-            "shifts": {
-                name: {
-                    "n": e.n,
-                    "auc": e.auc,
-                    "sensitivity": e.sensitivity,
-                    "specificity": e.specificity,
-                }
-                for name, e in self.per_shift.items()
-            },
+            "shifts": {name: brief(e) for name, e in self.per_shift.items()},
+            "held_out_shifts": list(HELD_OUT_SHIFTS),
+            "held_out": brief(self.held_out) if self.held_out is not None else None,
         }
 
 
-def score_shifted(
-    scored: Scored, *, classes: tuple[str, ...], positive_class: str, threshold: float
-) -> tuple[Evaluation, dict[str, Evaluation]]:
-    """Figures of a scored shifted copy at `threshold`: pooled, and per shift (the folder
-    each file sits in)."""
-    pooled = evaluate_scored(
-        scored, classes=classes, positive_class=positive_class, threshold=threshold
-    )
-    names = np.asarray([image.path.parent.name for image in scored.split.images])
-    truth = scored.split.label_indices(classes)
-    per_shift = {
-        name: evaluate_probabilities(
-            scored.probabilities[names == name],
-            truth[names == name],
-            classes=classes,
-            positive_class=positive_class,
+def shift_names(split: LabelledSplit) -> npt.NDArray[np.str_]:
+    """The site change of each file of a shifted copy (the folder it sits in)."""
+    return np.asarray([image.path.parent.name for image in split.images])
+
+
+def shifted_figures(
+    probabilities: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    names: npt.NDArray[np.str_],
+    *,
+    classes: tuple[str, ...],
+    positive_class: str,
+    threshold: float,
+    copy: ShiftedCopy | None = None,
+) -> ShiftedFigures:
+    """Figures of a scored shifted copy at `threshold`: pooled, per shift, held out."""
+
+    def at(mask: npt.NDArray[np.bool_]) -> Evaluation:
+        return evaluate_probabilities(
+            probabilities[mask], truth[mask], classes=classes, positive_class=positive_class,
             threshold=threshold,
-        )
-        for name in SHIFTS
-        if (names == name).any()
-    }
-    return pooled, per_shift
+        )  # fmt: skip
+
+    every = np.ones(len(names), dtype=bool)
+    per_shift = {name: at(names == name) for name in SHIFTS if (names == name).any()}
+    held = np.isin(names, HELD_OUT_SHIFTS)
+    positive = classes.index(positive_class)
+    calibration = calibration_figures(probabilities, truth, positive)
+    return ShiftedFigures(
+        at(every),
+        per_shift,
+        copy,
+        calibration,
+        held_out=at(held) if held.any() else None,
+        scores=(truth == positive, probabilities[:, positive]),
+    )
+
+
+def score_shifted(
+    scored: Scored,
+    *,
+    classes: tuple[str, ...],
+    positive_class: str,
+    threshold: float,
+    copy: ShiftedCopy | None = None,
+) -> ShiftedFigures:
+    """`shifted_figures` of a shifted copy scored as a folder."""
+    return shifted_figures(
+        scored.probabilities,
+        scored.split.label_indices(classes),
+        shift_names(scored.split),
+        classes=classes,
+        positive_class=positive_class,
+        threshold=threshold,
+        copy=copy,
+    )

@@ -16,19 +16,46 @@ import tensorflow as tf
 
 from trainer.augment import augmentation
 from trainer.backbones import get_backbone, parse_base_weights, weights_sha256
+from trainer.calibration import calibration_figures, fit_temperature, tempered
 from trainer.data import LabelledDataset, LabelledImage, LabelledSplit, prepare_images
 from trainer.errors import ConfigError, DataError
-from trainer.features import CacheKey, Extraction, FeatureCache, extract_missing, load_features
-from trainer.metrics import THRESHOLD_RULE, Evaluation, evaluate_probabilities, screening_threshold
+from trainer.features import (
+    Extraction,
+    FeatureCache,
+    PixelTransform,
+    extract_missing,
+    feature_cache,
+    load_features,
+)
+from trainer.metrics import (
+    SHIFTED_THRESHOLD_RULE,
+    THRESHOLD_RULE,
+    Evaluation,
+    evaluate_probabilities,
+    screening_threshold,
+)
 from trainer.model import (
+    HEAD_NAME,
     PREPROCESS_NAME,
     HeadConfig,
     assemble,
     build_front,
     build_head,
+    temper_head,
     unfreeze_last_block,
 )
-from trainer.preprocessing import PREPROCESSING_VERSION
+from trainer.site_shift import (
+    SHIFTS,
+    SITE_CHANGE_VERSION,
+    TRAINED_SHIFTS,
+    ShiftedFigures,
+    random_site_change,
+    shift_names,
+    shifted,
+    shifted_figures,
+    shifted_folder,
+    write_shifted,
+)
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput
 from worker.pipeline.backbones import BackboneSpec
@@ -36,7 +63,10 @@ from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+SHIFTS_IN_ORDER = tuple(SHIFTS)
+
 FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
 # (phase, done, total): "extract train", "extract val", "train", ...
 Progress = Callable[[str, int, int], None]
 
@@ -59,9 +89,16 @@ class TrainConfig:
             so the minority NORMAL class is not sacrificed.
         augment_views: Augmented copies per training image whose features are stored
             beside the originals (the seed's shear/zoom/flip, computed once per image).
-            One by default: on a zoomed copy of val (a stand-in for another site's
-            positioning) it kept specificity at the val-chosen threshold at 0.95
-            instead of 0.81, for twice the feature extraction on a first run.
+            On a zoomed copy of val (a stand-in for another site's positioning) one
+            kept specificity at the val-chosen threshold at 0.95 instead of 0.81.
+        site_views: Stored copies per training image under random site changes
+            (`trainer.site_shift.random_site_change`: framing, grey-level curve,
+            noise) followed by the seed's shear/zoom/flip.
+        shifted_evaluation: Also score the evaluation folder's shifted copy
+            (`trainer.site_shift`) and choose the threshold so that sensitivity holds
+            there as well as on the folder itself.
+        calibrate: Fit a temperature on the evaluation folder (`trainer.calibration`)
+            and build it into the head, so probabilities mean what they say.
         online_augmentation: Train end to end on freshly augmented images every epoch
             (the seed's way; for GPU hosts) instead of on cached features.
         fine_tune: Also train the base's last block (after the head), from cached
@@ -84,6 +121,9 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     class_weighting: bool = True
     augment_views: int = 1
+    site_views: int = 0
+    shifted_evaluation: bool = True
+    calibrate: bool = True
     online_augmentation: bool = False
     fine_tune: bool = False
     fine_tune_epochs: int = 3
@@ -104,6 +144,9 @@ class TrainConfig:
             batch_size=training.train_batch_size,
             online_augmentation=training.online_augmentation,
         )
+        if training.online_augmentation:
+            # Online training augments every epoch; stored views are for cached features.
+            config = replace(config, augment_views=0, site_views=0)
         return replace(config, **overrides) if overrides else config
 
     def spec(self) -> BackboneSpec:
@@ -119,12 +162,16 @@ class TrainConfig:
         self.spec()
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
-        if self.augment_views < 0:
-            raise ConfigError(f"augment_views {self.augment_views} is negative")
+        if self.augment_views < 0 or self.site_views < 0:
+            raise ConfigError(
+                f"augment_views {self.augment_views} / site_views {self.site_views} is negative"
+            )
         if not 0.0 < self.min_sensitivity <= 1.0:
             raise ConfigError(f"min_sensitivity {self.min_sensitivity} is not in (0, 1]")
-        if self.online_augmentation and self.augment_views:
-            raise ConfigError("choose online_augmentation or stored augment_views, not both")
+        if self.online_augmentation and (self.augment_views or self.site_views):
+            raise ConfigError(
+                "choose online_augmentation or stored augment_views / site_views, not both"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for the model card."""
@@ -142,6 +189,10 @@ class TrainConfig:
             },
             "class_weighting": self.class_weighting,
             "augment_views": self.augment_views,
+            "site_views": self.site_views,
+            "site_changes_trained": list(TRAINED_SHIFTS) if self.site_views else [],
+            "shifted_evaluation": self.shifted_evaluation,
+            "calibrate": self.calibrate,
             "online_augmentation": self.online_augmentation,
             "fine_tune": self.fine_tune,
             "fine_tune_epochs": self.fine_tune_epochs if self.fine_tune else 0,
@@ -170,6 +221,15 @@ class TrainResult:
     extraction: dict[str, int]
     probabilities: FloatArray = field(repr=False)
     true_idx: npt.NDArray[np.int64] = field(repr=False)
+    # The evaluation folder's shifted copy at the chosen threshold (None when off).
+    shifted: ShiftedFigures | None = None
+    shifted_probabilities: FloatArray | None = field(default=None, repr=False)
+    shifted_true_idx: IntArray | None = field(default=None, repr=False)
+    # Temperature, and ECE with the reliability table before and after it.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # The threshold each folder alone would give, and the one chosen.
+    thresholds: dict[str, float] = field(default_factory=dict)
+    duplicates: dict[str, object] = field(default_factory=dict)
 
 
 def choose_positive_class(classes: tuple[str, ...], wanted: str | None) -> str:
@@ -185,28 +245,6 @@ def class_weights(labels: npt.NDArray[np.int64], n_classes: int) -> dict[int, fl
     """``n / (k * n_c)`` per class: every class carries the same total weight."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return {i: float(labels.size / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
-def feature_cache(
-    cache_root: Path,
-    *,
-    backbone: str,
-    base_sha: str,
-    model_input: ModelInput,
-    layer: str,
-    view: str = "original",
-) -> FeatureCache:
-    """The cache for one backbone, weights, model input, cached layer and view."""
-    key = CacheKey(
-        backbone=backbone,
-        base_weights_sha256=base_sha,
-        input_size=model_input.size,
-        layer=layer,
-        preprocessing_version=PREPROCESSING_VERSION,
-        decoder=model_input.cache_tag,
-        view=view,
-    )
-    return FeatureCache(cache_root, key)
 
 
 class _KerasProgress(keras.callbacks.Callback):  # type: ignore[misc]
@@ -243,6 +281,19 @@ def training_input(config: TrainConfig, decode: DecodeOptions) -> ModelInput:
     """How training (and the feature cache) turns files into the model's input: the
     serving rule (`worker.pipeline.ModelInput`) at the configured input size."""
     return ModelInput.of(config.size(), decode)
+
+
+def site_view(n: int) -> str:
+    """The cache view name of the n-th stored site-change copy (versioned: a change to
+    `random_site_change` must not reuse features of the old one)."""
+    return f"site-v{SITE_CHANGE_VERSION}-{n}"
+
+
+def _site_change(view: str) -> PixelTransform:
+    def change(pixels: npt.NDArray[np.uint8], image: LabelledImage) -> npt.NDArray[np.uint8]:
+        return random_site_change(pixels, image.sha256, view)
+
+    return change
 
 
 def _cut_layer_name(config: TrainConfig) -> str:
@@ -291,12 +342,24 @@ class _Built:
 
 
 @dataclass(frozen=True, slots=True)
+class _ShiftedSet:
+    """The evaluation folder's shifted copy: written files whose features are cached
+    (cached strategy), or the shifted pixels in memory (online strategy)."""
+
+    truth: IntArray
+    names: npt.NDArray[np.str_]
+    split: LabelledSplit | None = None
+    pixels: npt.NDArray[np.uint8] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Splits:
     """The decodable images of both splits, and the files that were skipped."""
 
     train: LabelledSplit
     evaluation: LabelledSplit
     failed: tuple[tuple[Path, str], ...]
+    shifted: _ShiftedSet | None = None
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {"train": self.train.counts(), "evaluation": self.evaluation.counts()}
@@ -331,6 +394,7 @@ class _Fitted:
     probabilities: FloatArray
     history: dict[str, list[float]]
     seconds: float
+    shifted_probabilities: FloatArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +414,8 @@ class _Measured:
 
     threshold: float
     evaluation: Evaluation
+    thresholds: dict[str, float]
+    shifted: ShiftedFigures | None
 
 
 def _build(
@@ -399,6 +465,7 @@ def _train_cached(dataset: LabelledDataset, built: _Built, *, cache_root: Path) 
     """Extract (only new images), fit on stored features, assemble and check, evaluate."""
     features = _extract_features(dataset, built, cache_root=cache_root)
     fitted = _fit_on_features(built, features, cache_root=cache_root)
+    fitted, calibration = _calibrate(built, fitted, features.splits)
     model = _assemble_checked(built, fitted, features.splits)
     timings = {
         "build_s": built.seconds,
@@ -406,14 +473,16 @@ def _train_cached(dataset: LabelledDataset, built: _Built, *, cache_root: Path) 
         "train_s": fitted.seconds,
     }
     return _result(
-        built, model, fitted, features.splits, extraction=features.extraction, timings=timings
-    )
+        built, model, fitted, features.splits, extraction=features.extraction, timings=timings,
+        calibration=calibration, duplicates=dataset.duplicate_handling(),
+    )  # fmt: skip
 
 
 def _train_online(dataset: LabelledDataset, built: _Built) -> TrainResult:
     """The seed's way: every epoch sees freshly augmented images, end to end (GPU hosts)."""
     decoded = _decode(dataset, built)
     fitted = _fit_online(built, decoded)
+    fitted, calibration = _calibrate(built, fitted, decoded.splits)
     timings = {"build_s": built.seconds, "decode_s": decoded.seconds, "train_s": fitted.seconds}
     return _result(
         built,
@@ -422,6 +491,8 @@ def _train_online(dataset: LabelledDataset, built: _Built) -> TrainResult:
         decoded.splits,
         extraction={"extracted": 0, "cached": 0},
         timings=timings,
+        calibration=calibration,
+        duplicates=dataset.duplicate_handling(),
     )
 
 
@@ -441,10 +512,15 @@ def _extract_features(dataset: LabelledDataset, built: _Built, *, cache_root: Pa
     config = built.config
     t0 = time.perf_counter()
     failed: list[tuple[Path, str]] = []
-    extraction = {"extracted": 0, "cached": 0}
+    # The shifted copy is counted apart: it is 8 times the evaluation folder.
+    extraction = {"extracted": 0, "cached": 0, "shifted_extracted": 0, "shifted_cached": 0}
 
     def run_extraction(
-        split: LabelledSplit, view: str, transform: keras.Layer | None = None
+        split: LabelledSplit,
+        view: str,
+        transform: keras.Layer | None = None,
+        pixel_transform: PixelTransform | None = None,
+        counted_as: str = "",
     ) -> LabelledSplit:
         def report(done: int, total: int) -> None:
             if built.progress is not None:
@@ -457,10 +533,11 @@ def _extract_features(dataset: LabelledDataset, built: _Built, *, cache_root: Pa
             model_input=built.model_input,
             batch_size=config.batch_size,
             transform=transform,
+            pixel_transform=pixel_transform,
             progress=report,
         )
-        extraction["extracted"] += outcome.extracted
-        extraction["cached"] += outcome.cached
+        extraction[f"{counted_as}extracted"] += outcome.extracted
+        extraction[f"{counted_as}cached"] += outcome.cached
         failed.extend(outcome.failed)
         return split.without(path for path, _ in outcome.failed)
 
@@ -471,7 +548,25 @@ def _extract_features(dataset: LabelledDataset, built: _Built, *, cache_root: Pa
         view = f"augmented-{n}"
         train_split = run_extraction(train_split, view, augmentation(seed=config.seed + n))
         views.append(view)
+    for n in range(1, config.site_views + 1):
+        view = site_view(n)
+        train_split = run_extraction(
+            train_split,
+            view,
+            augmentation(seed=config.seed + 100 + n),
+            _site_change(view),
+        )
+        views.append(view)
     _check_usable(train_split, eval_split, built.positive_class)
+    shifted_set = None
+    if config.shifted_evaluation:
+        copy = write_shifted(
+            eval_split, shifted_folder(cache_root, built.model_input), built.model_input
+        )
+        copy_split = run_extraction(copy.split(built.classes), "original", counted_as="shifted_")
+        shifted_set = _ShiftedSet(
+            copy_split.label_indices(built.classes), shift_names(copy_split), split=copy_split
+        )
     seconds = time.perf_counter() - t0
     logger.info(
         "features: %d extracted, %d from cache, %d files skipped",
@@ -479,7 +574,7 @@ def _extract_features(dataset: LabelledDataset, built: _Built, *, cache_root: Pa
         extraction["cached"],
         len(failed),
     )
-    splits = _Splits(train_split, eval_split, tuple(failed))
+    splits = _Splits(train_split, eval_split, tuple(failed), shifted_set)
     return _Features(splits, tuple(views), extraction, seconds)
 
 
@@ -489,7 +584,12 @@ def _decode(dataset: LabelledDataset, built: _Built) -> _Decoded:
     train_split, x_train, failed = _decode_split(dataset.train, built.model_input)
     eval_split, x_eval, failed_eval = _decode_split(dataset.evaluation, built.model_input)
     _check_usable(train_split, eval_split, built.positive_class)
-    splits = _Splits(train_split, eval_split, (*failed, *failed_eval))
+    shifted_set = (
+        _shifted_in_memory(eval_split, x_eval, built.classes)
+        if built.config.shifted_evaluation
+        else None
+    )
+    splits = _Splits(train_split, eval_split, (*failed, *failed_eval), shifted_set)
     return _Decoded(splits, x_train, x_eval, time.perf_counter() - t0)
 
 
@@ -523,16 +623,88 @@ def _fit_on_features(built: _Built, features: _Features, *, cache_root: Path) ->
         base_out_train, y_train, (base_out_eval, y_eval), config.batch_size, class_weight
     )
     _compile_and_fit(head, on_base_output, built, history, label="train head")
-    if tail is None:
-        probabilities = np.asarray(head.predict(x_eval, batch_size=256, verbose=0))
-    else:
+    scorer = head
+    if tail is not None:
         feature_in = keras.Input(tuple(x_train.shape[1:]), name="cut_features")
-        tuned = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
+        scorer = keras.Model(feature_in, head(tail(feature_in, training=False)), name="tuned")
         on_cut = _FitData(x_train, y_train, (x_eval, y_eval), config.batch_size, class_weight)
-        _compile_and_fit(tuned, on_cut, built, history, label="fine-tune", fine_tune=True)
+        _compile_and_fit(scorer, on_cut, built, history, label="fine-tune", fine_tune=True)
         built.base.trainable = False
-        probabilities = np.asarray(tuned.predict(x_eval, batch_size=64, verbose=0))
-    return _Fitted(head, probabilities, history, time.perf_counter() - t0)
+    probabilities = np.asarray(scorer.predict(x_eval, batch_size=64, verbose=0))
+    shifted_probabilities = None
+    shifted_split = splits.shifted.split if splits.shifted is not None else None
+    if shifted_split is not None:
+        x_shifted = load_features(
+            shifted_split.images, cache=_view_cache(built, cache_root, "original")
+        )
+        shifted_probabilities = np.asarray(scorer.predict(x_shifted, batch_size=64, verbose=0))
+    return _Fitted(head, probabilities, history, time.perf_counter() - t0, shifted_probabilities)
+
+
+def _shifted_in_memory(
+    split: LabelledSplit, pixels: npt.NDArray[np.uint8], classes: tuple[str, ...]
+) -> _ShiftedSet:
+    """The shifted copy of decoded evaluation images, without writing files (the online
+    strategy keeps nothing on disk)."""
+    truth = split.label_indices(classes)
+    rows, labels, names = [], [], []
+    for image, label, row in zip(split.images, truth, pixels, strict=True):
+        for name in SHIFTS_IN_ORDER:
+            grey = shifted(row, name, image.sha256)
+            rows.append(np.repeat(grey[..., None], 3, axis=-1))
+            labels.append(label)
+            names.append(name)
+    return _ShiftedSet(np.asarray(labels, dtype=np.int64), np.asarray(names), pixels=np.stack(rows))
+
+
+def _calibrate(built: _Built, fitted: _Fitted, splits: _Splits) -> tuple[_Fitted, dict[str, Any]]:
+    """Step 3b: temperature scaling fitted on the evaluation folder, built into the head.
+
+    One parameter fitted on the folder the threshold is also chosen on: it cannot change
+    which film ranks above which (AUC), only what the probabilities claim. The shifted
+    copy, which the temperature is not fitted on, shows whether the claim carries over.
+    """
+    positive = built.classes.index(built.positive_class)
+    truth = splits.evaluation.label_indices(built.classes)
+    shifted_truth = splits.shifted.truth if splits.shifted is not None else None
+
+    def figures(probabilities: FloatArray, shifted_probabilities: FloatArray | None) -> Any:
+        out: dict[str, Any] = {"evaluation": calibration_figures(probabilities, truth, positive)}
+        if shifted_probabilities is not None and shifted_truth is not None:
+            out["shifted"] = calibration_figures(shifted_probabilities, shifted_truth, positive)
+        return out
+
+    before = figures(fitted.probabilities, fitted.shifted_probabilities)
+    if not built.config.calibrate:
+        return fitted, {"temperature": 1.0, "fitted_on": None, "before": before, "after": before}
+    temperature = fit_temperature(fitted.probabilities, truth)
+    model = fitted.model
+    temper_head(model if model.name == HEAD_NAME else model.get_layer(HEAD_NAME), temperature)
+    probabilities = tempered(fitted.probabilities, temperature)
+    shifted_probabilities = (
+        tempered(fitted.shifted_probabilities, temperature)
+        if fitted.shifted_probabilities is not None
+        else None
+    )
+    after = figures(probabilities, shifted_probabilities)
+    logger.info(
+        "temperature %.3f fitted on %s: ECE %.4f -> %.4f",
+        temperature,
+        splits.evaluation.name,
+        before["evaluation"]["ece"] or float("nan"),
+        after["evaluation"]["ece"] or float("nan"),
+    )
+    calibrated = replace(
+        fitted, probabilities=probabilities, shifted_probabilities=shifted_probabilities
+    )
+    return calibrated, {
+        "temperature": temperature,
+        "fitted_on": str(splits.evaluation.root),
+        "method": "temperature scaling (one parameter, negative log-likelihood) built "
+        "into the head's last dense layer",
+        "before": before,
+        "after": after,
+    }
 
 
 def _fit_online(built: _Built, decoded: _Decoded) -> _Fitted:
@@ -571,7 +743,13 @@ def _fit_online(built: _Built, decoded: _Decoded) -> _Fitted:
         _compile_and_fit(model, batches, built, history, label="fine-tune", fine_tune=True)
     built.base.trainable = False
     probabilities = np.asarray(model.predict(eval_ds, verbose=0))
-    return _Fitted(model, probabilities, history, time.perf_counter() - t0)
+    shifted_set = decoded.splits.shifted
+    shifted_probabilities = None
+    if shifted_set is not None and shifted_set.pixels is not None:
+        shifted_probabilities = np.asarray(
+            model.predict(shifted_set.pixels.astype(np.float32), batch_size=32, verbose=0)
+        )
+    return _Fitted(model, probabilities, history, time.perf_counter() - t0, shifted_probabilities)
 
 
 def _compile_and_fit(
@@ -654,19 +832,43 @@ def _assemble_checked(built: _Built, fitted: _Fitted, splits: _Splits) -> keras.
 
 
 def _measure(
-    built: _Built, probabilities: FloatArray, true_idx: npt.NDArray[np.int64]
+    built: _Built,
+    probabilities: FloatArray,
+    true_idx: npt.NDArray[np.int64],
+    shifted_set: _ShiftedSet | None,
+    shifted_probabilities: FloatArray | None,
 ) -> _Measured:
-    """Step 5: the screening threshold on the evaluation split, and the figures at it."""
+    """Step 5: the screening threshold, and the figures at it.
+
+    The threshold is the highest one at which sensitivity reaches the target on the
+    evaluation folder and, when there is one, on its shifted copy: a threshold tuned to
+    val alone sits where val's films happen to fall, and another site's films fall
+    elsewhere.
+    """
     positive = built.classes.index(built.positive_class)
-    threshold = screening_threshold(
-        true_idx == positive,
-        probabilities[:, positive],
-        min_sensitivity=built.config.min_sensitivity,
-    )
+    target = built.config.min_sensitivity
+    thresholds = {
+        "evaluation": screening_threshold(
+            true_idx == positive, probabilities[:, positive], min_sensitivity=target
+        )
+    }
+    if shifted_set is not None and shifted_probabilities is not None:
+        thresholds["shifted"] = screening_threshold(
+            shifted_set.truth == positive, shifted_probabilities[:, positive],
+            min_sensitivity=target,
+        )  # fmt: skip
+    threshold = min(thresholds.values())
+    thresholds["chosen"] = threshold
     evaluation = evaluate_probabilities(
         probabilities, true_idx, classes=built.classes, positive_class=built.positive_class,
         threshold=threshold,
     )  # fmt: skip
+    shifted_result = None
+    if shifted_set is not None and shifted_probabilities is not None:
+        shifted_result = shifted_figures(
+            shifted_probabilities, shifted_set.truth, shifted_set.names, classes=built.classes,
+            positive_class=built.positive_class, threshold=threshold,
+        )  # fmt: skip
     logger.info(
         "evaluation: AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
         evaluation.auc or float("nan"),
@@ -675,7 +877,14 @@ def _measure(
         evaluation.specificity or float("nan"),
         threshold,
     )
-    return _Measured(threshold, evaluation)
+    if shifted_result is not None:
+        logger.info(
+            "shifted copy: AUC %.4f, sensitivity %.4f, specificity %.4f",
+            shifted_result.pooled.auc or float("nan"),
+            shifted_result.pooled.sensitivity or float("nan"),
+            shifted_result.pooled.specificity or float("nan"),
+        )
+    return _Measured(threshold, evaluation, thresholds, shifted_result)
 
 
 def _result(
@@ -686,19 +895,22 @@ def _result(
     *,
     extraction: dict[str, int],
     timings: dict[str, float],
+    calibration: dict[str, Any],
+    duplicates: dict[str, object],
 ) -> TrainResult:
     """Measure the servable model's evaluation probabilities and gather the result."""
     config = built.config
     true_idx = splits.evaluation.label_indices(built.classes)
-    measured = _measure(built, fitted.probabilities, true_idx)
+    measured = _measure(
+        built, fitted.probabilities, true_idx, splits.shifted, fitted.shifted_probabilities
+    )
+    rule = SHIFTED_THRESHOLD_RULE if measured.shifted is not None else THRESHOLD_RULE
     return TrainResult(
         model=model,
         classes=built.classes,
         positive_class=built.positive_class,
         threshold=measured.threshold,
-        threshold_rule=THRESHOLD_RULE.format(
-            target=config.min_sensitivity, positive=built.positive_class
-        ),
+        threshold_rule=rule.format(target=config.min_sensitivity, positive=built.positive_class),
         evaluation=measured.evaluation,
         history=fitted.history,
         base_weights_sha256=built.base_sha,
@@ -709,6 +921,12 @@ def _result(
         extraction=extraction,
         probabilities=fitted.probabilities,
         true_idx=true_idx,
+        shifted=measured.shifted,
+        shifted_probabilities=fitted.shifted_probabilities,
+        shifted_true_idx=splits.shifted.truth if splits.shifted is not None else None,
+        calibration=calibration,
+        thresholds=measured.thresholds,
+        duplicates=duplicates,
     )
 
 

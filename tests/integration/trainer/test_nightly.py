@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,7 @@ from trainer import nightly
 from trainer.data import load_dataset
 from trainer.errors import DataError, RegistryError
 from trainer.promotion import promote, rollback
+from trainer.site_shift import SHIFTS
 from worker.imaging import DecodeOptions
 from worker.pipeline import load_verified
 from worker.settings import Settings, load_settings
@@ -75,6 +77,7 @@ def test_first_run_registers_an_active_model_with_its_artifacts(
         assert active.data_fingerprint == outcome["data_fingerprint"]
         assert active.base_weights_sha256
         artifact, checksum = Path(active.artifact_path), active.checksum
+        active_base = active.base_weights_sha256
     folder = artifact.parent
     assert folder.parent == settings.storage.model_dir
     assert {p.name for p in folder.iterdir()} == {"model.keras", "model_card.json", "report.png"}
@@ -82,7 +85,27 @@ def test_first_run_registers_an_active_model_with_its_artifacts(
     assert card["artifact"]["sha256"] == checksum
     assert card["model"]["threshold_rule"].startswith("the highest threshold")
     assert card["data"]["counts"]["train"] == {"NORMAL": 8, "PNEUMONIA": 8}
-    assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What the card promises off val: the shifted copy, where the threshold was chosen,
+    # the calibration and how duplicates were handled.
+    shifted = card["shifted_evaluation"]
+    assert shifted["n"] == 12 * 8
+    assert set(shifted["shifts"]) == set(SHIFTS)
+    assert shifted["held_out"]["n"] == 12 * 3
+    assert shifted["sensitivity"] >= 0.95
+    chosen_on = card["model"]["threshold_chosen_on"]
+    assert chosen_on["chosen"] == min(chosen_on["evaluation"], chosen_on["shifted"])
+    assert card["model"]["threshold"] == chosen_on["chosen"]
+    assert "shifted copy" in card["model"]["threshold_rule"]
+    calibration = card["calibration"]
+    assert calibration["temperature"] > 0
+    assert set(calibration["before"]) == set(calibration["after"]) == {"evaluation", "shifted"}
+    assert len(calibration["after"]["evaluation"]["bins"]) == 10
+    assert card["data"]["exact_duplicates"]["train_duplicates"] == 0
+    assert card["base_weights"]["tensors_sha256"] == active_base
+    with Image.open(folder / "report.png") as report:
+        # ROC, confusion matrix, reliability curves and training curves side by side.
+        assert report.width > 3.5 * report.height
+    assert outcome["gate"]["shifted"]["passed"] is True
     load_verified(artifact, checksum=checksum, name=outcome["version"])
     [run] = _runs(factory)
     assert run.status is RunStatus.SUCCEEDED
@@ -114,7 +137,12 @@ def test_unchanged_data_is_skipped_without_training_and_new_images_retrain(
     write_image(settings.training.data_dir / "train/NORMAL/new.png", "NORMAL", 777)
     outcome = _run(settings, trigger="nightly")
     assert outcome["status"] == "succeeded"
-    assert outcome["features"] == {"extracted": 1, "cached": 28}
+    assert outcome["features"] == {
+        "extracted": 1,
+        "cached": 28,
+        "shifted_extracted": 0,
+        "shifted_cached": 12 * 8,
+    }
 
 
 def test_a_worse_model_is_registered_but_not_promoted(
@@ -131,6 +159,8 @@ def test_a_worse_model_is_registered_but_not_promoted(
     assert outcome["status"] == "succeeded"
     assert outcome["promoted"] is False
     assert not outcome["gate"]["passed"]
+    # The active model was measured on the shifted copy too, at its own threshold.
+    assert outcome["gate"]["shifted"]["active"]["threshold"] == first["evaluation"]["threshold"]
     with session_scope(factory) as session:
         active = model_registry.get_active_model(session)
         assert active is not None

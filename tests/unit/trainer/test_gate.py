@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from trainer.gate import GateRule, apply_gate
+from trainer.data import LabelledSplit
+from trainer.gate import GateFolder, GateRule, ShiftedCandidate, apply_gate, gate_against_active
 from trainer.metrics import Evaluation, evaluate_probabilities
+from worker.imaging import DecodeOptions
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -77,3 +81,25 @@ def test_different_classes_are_not_comparable() -> None:
     decision = apply_gate(candidate, other, candidate_scores=(truth, scores))
     assert not decision.passed
     assert "classes differ" in decision.summary()
+
+
+def test_a_candidate_must_also_pass_on_the_shifted_copy(tmp_path: Path) -> None:
+    # Useful on val, useless on the shifted copy: not put in service.
+    good, useless = _scores(2.0), _scores(0.0, seed=1)
+    folder = GateFolder(
+        LabelledSplit("val", tmp_path, CLASSES, ()), tmp_path / "cache", DecodeOptions()
+    )
+    on_val = _evaluate(*good, 0.5)
+    decision = gate_against_active(
+        on_val, good, None, folder,
+        shifted=ShiftedCandidate(_evaluate(*useless, 0.5), useless),
+    )  # fmt: skip
+    assert not decision.passed
+    assert decision.shifted is not None
+    assert not decision.shifted.passed
+    assert any(r.startswith("shifted copy: AUC") for r in decision.reasons)
+    assert decision.to_dict()["shifted"]["candidate"]["auc"] < 0.8
+    both = gate_against_active(
+        on_val, good, None, folder, shifted=ShiftedCandidate(_evaluate(*good, 0.5), good)
+    )
+    assert both.passed

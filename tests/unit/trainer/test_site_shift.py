@@ -14,7 +14,14 @@ from db.session import make_engine, make_session_factory
 from tests.cli_runner import run_cli
 from tests.tiny_model import register_model
 from trainer.data import scan_split
-from trainer.site_shift import SHIFTS, shifted, write_shifted
+from trainer.site_shift import (
+    HELD_OUT_SHIFTS,
+    SHIFTS,
+    TRAINED_SHIFTS,
+    random_site_change,
+    shifted,
+    write_shifted,
+)
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput, Prepared, prepare_file
 
@@ -99,3 +106,23 @@ def test_evaluate_shifted_reports_pooled_and_per_change_figures(val: Path, tmp_p
     assert "on the shifted copy" in table.stdout
     assert "jpeg_q25" in table.stdout
     assert "expected calibration error of the PNEUMONIA probability" in table.stdout
+
+
+def test_training_site_changes_are_reproducible_vary_and_keep_the_film(val: Path) -> None:
+    film = _pixels(next((val / "PNEUMONIA").iterdir()))
+    views = [random_site_change(film, f"{i:064x}", "site-v1-1") for i in range(12)]
+    assert all(v.shape == film.shape and v.dtype == np.uint8 for v in views)
+    assert all(np.array_equal(v[..., 0], v[..., 2]) for v in views), "still grey"
+    assert np.array_equal(views[0], random_site_change(film, f"{0:064x}", "site-v1-1"))
+    assert not np.array_equal(views[0], random_site_change(film, f"{0:064x}", "site-v1-2"))
+    assert len({v.tobytes() for v in views}) == len(views), "each film its own change"
+    # A change, not a new picture: the film stays correlated with the original.
+    for v in views:
+        r = np.corrcoef(v[..., 0].ravel().astype(float), film[..., 0].ravel().astype(float))[0, 1]
+        assert r > 0.3
+
+
+def test_the_held_out_changes_are_never_trained_on() -> None:
+    assert set(TRAINED_SHIFTS) | set(HELD_OUT_SHIFTS) == set(SHIFTS)
+    assert not set(TRAINED_SHIFTS) & set(HELD_OUT_SHIFTS)
+    assert {"jpeg_q25", "half_resolution", "markers"} == set(HELD_OUT_SHIFTS)

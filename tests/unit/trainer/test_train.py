@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from trainer.backbones import weights_sha256
 from trainer.data import LabelledImage, load_dataset, prepare_images
 from trainer.errors import ConfigError, DataError
 from trainer.features import CacheKey
-from trainer.train import TrainConfig, class_weights, train_model
+from trainer.site_shift import SHIFTS, TRAINED_SHIFTS
+from trainer.train import TrainConfig, class_weights, site_view, train_model
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput
 
@@ -46,7 +48,13 @@ def test_trains_a_useful_head_and_leaves_the_base_frozen(
     # A file that does not decode is skipped and reported, not fatal.
     assert [Path(p).name for p, _ in result.skipped_files] == ["broken.jpeg"]
     assert result.counts["train"] == {"NORMAL": 10, "PNEUMONIA": 10}
-    assert result.extraction == {"extracted": 32, "cached": 0}
+    # The evaluation folder's shifted copy: 12 films under 8 site changes.
+    assert result.extraction == {
+        "extracted": 32,
+        "cached": 0,
+        "shifted_extracted": 96,
+        "shifted_cached": 0,
+    }
     # The servable model on raw pixels gives the probabilities the metrics used.
     pixels = _pixels(dataset.evaluation.images, 32)
     np.testing.assert_allclose(
@@ -62,7 +70,12 @@ def test_a_rerun_extracts_only_new_images(
     write_image(tiny_data / "train/NORMAL/new_1.png", "NORMAL", 301)
     write_image(tiny_data / "train/PNEUMONIA/new_2.png", "PNEUMONIA", 302)
     more = train_model(load_dataset(tiny_data), tiny_config, cache_root=cache, decode=decode)
-    assert more.extraction == {"extracted": 2, "cached": 32}
+    assert more.extraction == {
+        "extracted": 2,
+        "cached": 32,
+        "shifted_extracted": 0,
+        "shifted_cached": 96,
+    }
 
 
 def test_the_cache_key_separates_backbones_weights_sizes_and_decoders() -> None:
@@ -86,7 +99,7 @@ def test_stored_augmented_views_train_on_more_features(
 ) -> None:
     config = dataclasses.replace(tiny_config, augment_views=1)
     result = train_model(load_dataset(tiny_data), config, cache_root=tmp_path / "c", decode=decode)
-    assert result.extraction == {"extracted": 32 + 20, "cached": 0}
+    assert (result.extraction["extracted"], result.extraction["cached"]) == (32 + 20, 0)
     assert weights_sha256(result.model.get_layer("base")) == result.base_weights_sha256
 
 
@@ -145,3 +158,49 @@ def test_bad_configuration_and_unusable_data_fail_fast(
         path.unlink()
     with pytest.raises(DataError, match="needs decodable images of PNEUMONIA and of the other"):
         train_model(load_dataset(tiny_data), tiny_config, cache_root=tmp_path, decode=decode)
+
+
+def test_the_threshold_holds_on_the_shifted_copy_and_the_head_is_calibrated(
+    tiny_data: Path, tiny_config: TrainConfig, decode: DecodeOptions, tmp_path: Path
+) -> None:
+    dataset = load_dataset(tiny_data)
+    result = train_model(dataset, tiny_config, cache_root=tmp_path / "c", decode=decode)
+    assert result.shifted is not None
+    assert result.shifted_probabilities is not None
+    assert set(result.shifted.per_shift) == set(SHIFTS)
+    assert result.shifted.pooled.n == 8 * result.evaluation.n
+    # Sensitivity reaches the target on both folders at the one threshold chosen.
+    assert result.thresholds["chosen"] == result.threshold
+    assert result.threshold == min(result.thresholds["evaluation"], result.thresholds["shifted"])
+    assert result.evaluation.sensitivity is not None
+    assert result.shifted.pooled.sensitivity is not None
+    assert result.evaluation.sensitivity >= tiny_config.min_sensitivity
+    assert result.shifted.pooled.sensitivity >= tiny_config.min_sensitivity
+    # The temperature is in the saved model: its answers are the calibrated ones.
+    calibration = result.calibration
+    assert calibration["temperature"] != 1.0
+    after = calibration["after"]["evaluation"]["ece"]
+    assert after <= calibration["before"]["evaluation"]["ece"] + 1e-6
+    pixels = _pixels(dataset.evaluation.images, 32)
+    np.testing.assert_allclose(
+        result.model.predict(pixels, verbose=0), result.probabilities, atol=1e-4
+    )
+    plain = dataclasses.replace(tiny_config, calibrate=False, shifted_evaluation=False)
+    uncalibrated = train_model(dataset, plain, cache_root=tmp_path / "c", decode=decode)
+    assert uncalibrated.shifted is None
+    assert uncalibrated.calibration["temperature"] == 1.0
+    assert uncalibrated.threshold == uncalibrated.thresholds["evaluation"]
+    # Same seed, same features: tempering changed what the probabilities claim, not the
+    # ranking.
+    assert uncalibrated.evaluation.auc == pytest.approx(result.evaluation.auc)
+
+
+def test_stored_site_change_views_are_their_own_cache_view(
+    tiny_data: Path, tiny_config: TrainConfig, decode: DecodeOptions, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny_config, site_views=1, shifted_evaluation=False)
+    result = train_model(load_dataset(tiny_data), config, cache_root=tmp_path / "c", decode=decode)
+    assert (result.extraction["extracted"], result.extraction["cached"]) == (32 + 20, 0)
+    views = {json.loads(key.read_text())["view"] for key in (tmp_path / "c").glob("*/key.json")}
+    assert views == {"original", site_view(1)}
+    assert result.config.to_dict()["site_changes_trained"] == list(TRAINED_SHIFTS)
