@@ -225,6 +225,7 @@ class TrainResult:
     shifted: ShiftedFigures | None = None
     shifted_probabilities: FloatArray | None = field(default=None, repr=False)
     shifted_true_idx: IntArray | None = field(default=None, repr=False)
+    shifted_names: npt.NDArray[np.str_] | None = field(default=None, repr=False)
     # Temperature, and ECE with the reliability table before and after it.
     calibration: dict[str, Any] = field(default_factory=dict)
     # The threshold each folder alone would give, and the one chosen.
@@ -924,6 +925,7 @@ def _result(
         shifted=measured.shifted,
         shifted_probabilities=fitted.shifted_probabilities,
         shifted_true_idx=splits.shifted.truth if splits.shifted is not None else None,
+        shifted_names=splits.shifted.names if splits.shifted is not None else None,
         calibration=calibration,
         thresholds=measured.thresholds,
         duplicates=duplicates,
