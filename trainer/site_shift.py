@@ -220,7 +220,8 @@ def write_shifted(
         outputs = [target / image.label / name / f"{image.sha256}.png" for name in chosen]
         if all(path.is_file() for path in outputs):
             continue
-        prepared = prepare_file(image.path, model_input)
+        # Labelled folders are often links into an image store (as training reads them).
+        prepared = prepare_file(image.path, model_input, follow_symlinks=True)
         if not isinstance(prepared, Prepared):
             skipped.append((image.path, prepared.message))
             continue

@@ -126,3 +126,14 @@ def test_the_held_out_changes_are_never_trained_on() -> None:
     assert set(TRAINED_SHIFTS) | set(HELD_OUT_SHIFTS) == set(SHIFTS)
     assert not set(TRAINED_SHIFTS) & set(HELD_OUT_SHIFTS)
     assert {"jpeg_q25", "half_resolution", "markers"} == set(HELD_OUT_SHIFTS)
+
+
+def test_a_folder_of_links_into_an_image_store_gets_its_copy(val: Path, tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    for film in val.glob("*/*"):
+        (linked / film.parent.name).mkdir(parents=True, exist_ok=True)
+        (linked / film.parent.name / film.name).symlink_to(film)
+    split = scan_split(linked, classes=("NORMAL", "PNEUMONIA"))
+    copy = write_shifted(split, tmp_path / "shifted", MODEL_INPUT)
+    assert copy.skipped == []
+    assert copy.written == len(split.images) * len(SHIFTS)
