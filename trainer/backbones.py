@@ -56,7 +56,13 @@ def build_base(
             input_shape=(size, size, 3),
             name=name,
         )
-    except (OSError, ValueError) as exc:  # download failure or unsupported size
+    except Exception as exc:
+        # OSError/ValueError: an unsupported size or a bad cached download. A failed
+        # download (no internet) is a bare Exception: keras.utils.get_file re-raises
+        # HTTP and URL errors so. Without a download, anything else is a bug and
+        # propagates as it was.
+        if not isinstance(exc, OSError | ValueError) and weights != "imagenet":
+            raise
         raise WeightsError(
             f"cannot build {spec.name} with weights={weights!r} at {size}px: {exc}; "
             "without internet set CXR_BASE_WEIGHTS to a local .weights.h5 file"

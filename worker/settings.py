@@ -286,6 +286,13 @@ class TrainingSettings(_Group):
         "0 2 * * *", description="When the nightly retraining runs (cron: min hour dom mon dow)."
     )
 
+    bundled_model_dir: Path | None = Field(
+        None,
+        description="The default model put in service when no model is active (a folder "
+        "with head.keras and model_card.json, see trainer.bundled); unset: the one installed "
+        "with the package.",
+    )
+
     @field_validator("base_weights")
     @classmethod
     def _check_base_weights(cls, value: str) -> str:

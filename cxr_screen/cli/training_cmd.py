@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cxr_screen.cli.common import CommandError, database_error, engine_for, settings_or_fail
-from cxr_screen.cli.output import OutputFormat, write_rows
+from cxr_screen.cli.output import OutputFormat, inert, printable, write_rows
 from db import model_registry
 from db.session import make_session_factory, session_scope
 from trainer.errors import TrainerError
@@ -106,6 +106,14 @@ def train(
         int | None,
         typer.Option(min=0, help="Stored augmented copies per training image (shear/zoom/flip)."),
     ] = None,
+    site_views: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Stored copies per training image under random site changes (framing, "
+            "grey-level curve, noise) and shear/zoom/flip.",
+        ),
+    ] = None,
     min_sensitivity: Annotated[
         float | None,
         typer.Option(min=0.5, max=1.0, help="Sensitivity the chosen threshold must reach."),
@@ -131,6 +139,8 @@ def train(
         overrides["fine_tune"] = True
     if augment_views is not None:
         overrides["augment_views"] = augment_views
+    if site_views is not None:
+        overrides["site_views"] = site_views
     if min_sensitivity is not None:
         overrides["min_sensitivity"] = min_sensitivity
     err = Console(stderr=True)
@@ -410,3 +420,78 @@ def rollback() -> None:
     finally:
         engine.dispose()
     Console().print(f"rolled back {old}; {new} is active again")
+
+
+@models_app.command("install-bundled")
+def install_bundled() -> None:
+    """Put the bundled default model in service when no model is active, as `up` does.
+
+    It needs the VGG16 ImageNet base weights (CXR_BASE_WEIGHTS: `imagenet` downloads
+    them, or a local `.weights.h5` file). Exit status 1 when it cannot.
+    """
+    from trainer.bundled import install_bundled as install  # loads TensorFlow: import late
+
+    settings = settings_or_fail()
+    engine = engine_for(settings)
+    try:
+        with _friendly_errors(settings):
+            outcome = install(settings, make_session_factory(engine))
+    finally:
+        engine.dispose()
+    if not outcome.installed:
+        typer.secho(printable(outcome.message), fg="yellow", err=True)
+        raise typer.Exit(1)
+    Console().print(inert(outcome.message))
+
+
+@models_app.command("build-bundled")
+def build_bundled(
+    data_dir: Annotated[
+        Path, typer.Argument(help="Labelled folders: train/<CLASS>/ and val/<CLASS>/.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The bundle folder; default the package's trainer/bundled_model."),
+    ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="Keep the trained version folder here (default: a temporary one)."),
+    ] = None,
+) -> None:
+    """Train the default recipe on DATA_DIR and write it as the bundled default model.
+
+    How the packaged bundle is made (on the Kermany training data, with CXR_BASE_WEIGHTS
+    set to the VGG16 ImageNet "notop" weights). Features are cached where `cxr-screen
+    train` caches them (under CXR_MODEL_DIR), so a rerun costs only the head.
+    """
+    settings = settings_or_fail()
+    if not data_dir.is_dir():
+        raise CommandError(f"{data_dir} is not a folder")
+    from trainer.bundle_build import build_bundle  # loads TensorFlow: import late
+    from trainer.bundled import BUNDLE_DIR
+    from trainer.nightly import cache_root
+    from trainer.train import TrainConfig
+    from worker.decode_config import decode_options
+
+    err = Console(stderr=True)
+    with _friendly_errors(settings), _progress(err) as progress:
+        built = build_bundle(
+            data_dir,
+            config=TrainConfig.from_settings(settings),
+            cache_root=cache_root(settings),
+            decode=decode_options(settings, create_key=False),
+            out_dir=out or BUNDLE_DIR,
+            work_dir=keep,
+            progress=progress,
+        )
+    card = built.card
+    evaluation, shifted = card["evaluation"], card.get("shifted_evaluation") or {}
+    Console().print(
+        inert(
+            f"{card['bundle']['version']} written to {built.directory} (from "
+            f"{built.trained_version}): val AUC {_fmt(evaluation['auc'])}, sensitivity "
+            f"{_fmt(evaluation['sensitivity'])}, specificity {_fmt(evaluation['specificity'])}"
+            f" at {_fmt(card['model']['threshold'])}; shifted copy AUC "
+            f"{_fmt(shifted.get('auc'))}, specificity {_fmt(shifted.get('specificity'))}"
+        )
+    )

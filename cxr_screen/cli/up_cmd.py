@@ -12,6 +12,7 @@ import typer
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cxr_screen.cli.common import CommandError, database_error, redacted, settings_or_fail
+from cxr_screen.cli.output import printable
 from db.migrate import upgrade
 from db.model_registry import get_active_model
 from db.session import make_engine, make_session_factory
@@ -35,6 +36,27 @@ def _prepare_database(settings: Settings) -> str | None:
         raise database_error(exc, settings.storage.database_url) from None
     finally:
         engine.dispose()
+
+
+def _bundled_model(settings: Settings) -> str | None:
+    """Put the bundled default model in service; its version, or None (with a warning)."""
+    # Imported here: TensorFlow takes seconds to load, and a started site needs none of it.
+    from trainer.bundled import install_bundled
+
+    engine = make_engine(settings.storage.database_url)
+    try:
+        outcome = install_bundled(settings, make_session_factory(engine))
+    except (OperationalError, ProgrammingError) as exc:
+        raise database_error(exc, settings.storage.database_url) from None
+    finally:
+        engine.dispose()
+    if outcome.installed:
+        typer.echo(outcome.message)
+        return outcome.version
+    if outcome.version is not None:  # another process put a model in service meanwhile
+        return outcome.version
+    typer.secho(f"warning: {printable(outcome.message)}", fg="yellow", err=True)
+    return None
 
 
 def _first_model(settings: Settings) -> None:
@@ -98,8 +120,9 @@ def up(
 
     On the embedded defaults (SQLite database and broker under `./var`, folders under the
     working directory) nothing else needs to be installed. The database schema is
-    created or upgraded first; with no active model, one is trained first when
-    CXR_DATA_DIR is set.
+    created or upgraded first. With no active model, the bundled default model is put in
+    service (it needs the VGG16 ImageNet base weights: CXR_BASE_WEIGHTS); failing that,
+    one is trained first when CXR_DATA_DIR is set.
     """
     settings = settings_or_fail()
     for folder in (
@@ -122,6 +145,8 @@ def up(
             "check "
             f"that {settings.storage.var_dir} is writable, or set CXR_BROKER_URL to a Redis URL"
         ) from None
+    if active is None:
+        active = _bundled_model(settings)
     if active is None and not no_train:
         _first_model(settings)
         active = _prepare_database(settings)

@@ -75,7 +75,9 @@ def site(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], Service, int]]:
     upgrade(engine)
     engine.dispose()
     port = free_port()
-    env = {**FAST, **receiver_env(home / "inbox", port, SENDER_AE)}
+    # No base weights, so the bundled default model cannot go in service: no model is
+    # active until the test registers one, with or without internet.
+    env = {**FAST, **receiver_env(home / "inbox", port, SENDER_AE), "CXR_BASE_WEIGHTS": "none"}
     up = Service(["up"], cwd=home, env=env, log=tmp_path / "up.log")
     receive = Service(["receive"], cwd=home, env=env, log=tmp_path / "receive.log")
     try:

@@ -125,18 +125,22 @@ def test_up_screens_dropped_files_and_stops_cleanly(
 def test_up_without_model_or_data_warns_and_keeps_scans_waiting(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    service = Service(["up"], cwd=tmp_path, env=dict(FAST), log=tmp_path / "up.log")
+    # No base weights: the bundled default model cannot go in service either (whether
+    # or not this checkout has it, and whether or not this host could download them).
+    env = {**FAST, "CXR_BASE_WEIGHTS": "none"}
+    service = Service(["up"], cwd=tmp_path, env=env, log=tmp_path / "up.log")
     try:
         service.wait_for_log("ready.", timeout=120)
         _drop(sorted((shared_data / "chest_xray_fullres").rglob("*.jpeg"))[0], tmp_path / "inbox")
         wait_until(
-            lambda: len(_results(tmp_path, FAST)) == 1, timeout=60, what="the scan to be recorded"
+            lambda: len(_results(tmp_path, env)) == 1, timeout=60, what="the scan to be recorded"
         )
         time.sleep(3)
-        assert [r["status"] for r in _results(tmp_path, FAST)] == ["queued"]
+        assert [r["status"] for r in _results(tmp_path, env)] == ["queued"]
     finally:
         assert service.stop(timeout=90) == 0
     output = service.output()
+    assert output.count("warning: no model in service: the bundled") == 1
     assert output.count("no model is active and CXR_DATA_DIR is not set") == 1
     assert "wait safely in the queue" in output
     # A fresh embedded broker: its tables exist before the workers and beat start, so
