@@ -39,7 +39,7 @@ def write_report(
         lambda ax: _roc(ax, evaluation, shifted),
         lambda ax: _confusion(ax, evaluation),
     ]
-    if calibration and calibration.get("before"):
+    if calibration and any(calibration.get(stage) for stage in STAGES):
         drawers.append(lambda ax: _reliability(ax, calibration))
     if history:
         drawers.append(lambda ax: _curves(ax, history))
@@ -82,11 +82,15 @@ def _roc(ax: Any, evaluation: Evaluation, shifted: Evaluation | None = None) -> 
     ax.legend(loc="lower right")
 
 
+# Reliability curves: a run's before and after its temperature, or a served model's.
+STAGES = {"before": "grey", "after": "crimson", "served": "crimson"}
+
+
 def _reliability(ax: Any, calibration: dict[str, Any]) -> None:
     """Observed rate against mean probability per bin, before and after the temperature."""
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
     styles = {"evaluation": ("-", "o"), "shifted": (":", "s")}
-    for stage, color in (("before", "grey"), ("after", "crimson")):
+    for stage, color in STAGES.items():
         for folder, figures in (calibration.get(stage) or {}).items():
             bins = [b for b in figures["bins"] if b["n"]]
             line, marker = styles.get(folder, ("-", "o"))

@@ -83,6 +83,9 @@ def _shifted_table(title: str, figures: dict[str, Any]) -> Table:
     for name in ("site change", "n", "AUC", "sensitivity", "specificity"):
         table.add_column(name, justify="left" if name == "site change" else "right")
     rows = [("all changes", figures), *figures["shifts"].items()]
+    if figures.get("held_out"):
+        rows.append(("never trained on: " + ", ".join(figures["held_out_shifts"]),
+                     figures["held_out"]))  # fmt: skip
     for name, f in rows:
         table.add_row(
             name, str(f["n"]), _fmt(f["auc"]), _fmt(f["sensitivity"]), _fmt(f["specificity"])
@@ -165,6 +168,21 @@ def train(
     out.print(
         _figures_table(f"{outcome['version']} on the evaluation folder", outcome["evaluation"])
     )
+    if outcome.get("shifted"):
+        out.print(_shifted_table(f"{outcome['version']} on its shifted copy", outcome["shifted"]))
+    thresholds = outcome.get("thresholds") or {}
+    if thresholds:
+        out.print(
+            "threshold " + ", ".join(f"{name} {_fmt(value)}" for name, value in thresholds.items())
+        )
+    calibration = outcome.get("calibration") or {}
+    if calibration.get("temperature") is not None:
+        before, after = calibration["ece_before"], calibration["ece_after"]
+        out.print(
+            f"temperature {_fmt(calibration['temperature'])}: ECE on the evaluation folder "
+            f"{_fmt(before['evaluation'])} -> {_fmt(after['evaluation'])}, on the shifted "
+            f"copy {_fmt(before['shifted'])} -> {_fmt(after['shifted'])}"
+        )
     out.print(f"{outcome['version']}: {verdict}")
     for reason in outcome["gate"]["reasons"]:
         out.print(f"  - {reason}")
@@ -282,8 +300,15 @@ def evaluate(
     if moved is not None:
         figures["shifted"] = moved.to_dict()
     if report is not None:
+        served_calibration: dict[str, Any] = {"evaluation": figures["calibration"]}
+        if moved is not None:
+            served_calibration["shifted"] = moved.calibration
         write_report(
-            report, evaluation=evaluation, title=f"{ref.version} ({served}) on {labelled_dir}"
+            report,
+            evaluation=evaluation,
+            title=f"{ref.version} ({served}) on {labelled_dir}",
+            shifted=moved.pooled if moved is not None else None,
+            calibration={"served": served_calibration},
         )
     if output_format is ReportFormat.JSON:
         sys.stdout.write(json.dumps(figures, indent=2) + "\n")

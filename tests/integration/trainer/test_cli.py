@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import typer
+from PIL import Image
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -76,6 +77,8 @@ def test_train_evaluate_list_and_errors(
     assert figures["auc"] == pytest.approx(outcome["evaluation"]["auc"])
     assert {"sensitivity", "specificity", "confusion_matrix", "per_class"} <= figures.keys()
     assert report.read_bytes()[:4] == b"\x89PNG"
+    with Image.open(report) as picture:  # ROC, confusion matrix, reliability curves
+        assert picture.width > 2.5 * picture.height
     assert figures["inference_precision"] == "float32"
     assert figures["fell_back_to_float32"] == 0
     table = _invoke(cli, "evaluate", str(tmp_path / "data/val"), "--model", version)
@@ -106,6 +109,14 @@ def test_train_evaluate_list_and_errors(
         failed = _invoke(cli, *args)
         assert isinstance(failed.exception, CommandError), failed.output
         assert message in str(failed.exception)
+
+    # A second model's table output: the shifted copy, thresholds and calibration too.
+    forced = _invoke(cli, "train", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "on its shifted copy" in forced.stdout
+    assert "never trained on: jpeg_q25" in forced.stdout
+    assert "ECE on the evaluation folder" in forced.stdout
+    assert "shifted copy:" in forced.stdout  # the gate's comparison there
 
 
 def test_evaluate_without_an_active_model_says_so(
