@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--recipes", default="today,site")
     parser.add_argument("--output", type=Path, default=REPO / "bench/results/recipes.md")
     args = parser.parse_args()
+    revision = git_revision()  # the code that trains, not the tree when the report is written
     dataset = subset(load_dataset(args.shared / "data" / "chest_xray"), args.per_class)
     weights = args.shared / "weights" / "vgg16_imagenet_notop.weights.h5"
     results = []
@@ -138,11 +139,14 @@ def main() -> None:
         result = train_model(dataset, config, cache_root=args.cache, decode=DecodeOptions())
         results.append(measure(name, result, time.perf_counter() - t0))
         print(json.dumps(results[-1]), flush=True)
-    write(args, dataset, results)
+    write(args, dataset, results, revision)
 
 
 def write(
-    args: argparse.Namespace, dataset: LabelledDataset, results: list[dict[str, Any]]
+    args: argparse.Namespace,
+    dataset: LabelledDataset,
+    results: list[dict[str, Any]],
+    revision: str,
 ) -> None:
     header = (
         "| recipe | threshold chosen on | threshold | val AUC | val sens | val spec | "
@@ -152,7 +156,7 @@ def write(
     lines = [
         "# Training recipes: val, shifted val and the changes never trained on",
         "",
-        f"Recorded {now()} on revision {git_revision()} with:",
+        f"Recorded {now()} on revision {revision} with:",
         "",
         "```",
         f".venv/bin/python bench/recipes.py --cache CACHE --per-class {args.per_class} "

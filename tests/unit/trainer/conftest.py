@@ -62,6 +62,7 @@ def tiny_train_config(*, epochs: int = 8) -> TrainConfig:
         learning_rate=1e-2,
         head=HeadConfig(dropout=0.2, l2=1e-4),
         augment_views=0,
+        site_views=0,
         min_sensitivity=0.95,
         seed=7,
     )
