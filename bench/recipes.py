@@ -46,6 +46,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "site": {"augment_views": 0, "site_views": 1},
     # Both views: a third of the extraction more.
     "site+aug": {"augment_views": 1, "site_views": 1},
+    # The default, and the last convolutional block trained from cached block-4 input.
+    "site+fine-tune": {"augment_views": 0, "site_views": 1, "fine_tune": True},
 }
 
 
