@@ -40,13 +40,14 @@ from trainer.train import TrainConfig, TrainResult, train_model
 from worker.imaging import DecodeOptions
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # Today's default before site changes: one stored shear/zoom/flip view.
-    "today": {"augment_views": 1, "site_views": 0},
+    # The default before site changes: one stored shear/zoom/flip view, the head alone.
+    "today": {"augment_views": 1, "site_views": 0, "fine_tune": False},
     # One stored view of random site changes (framing, curve, noise) + shear/zoom/flip.
-    "site": {"augment_views": 0, "site_views": 1},
+    "site": {"augment_views": 0, "site_views": 1, "fine_tune": False},
     # Both views: a third of the extraction more.
-    "site+aug": {"augment_views": 1, "site_views": 1},
-    # The default, and the last convolutional block trained from cached block-4 input.
+    "site+aug": {"augment_views": 1, "site_views": 1, "fine_tune": False},
+    # The default: "site", and the last convolutional block trained from cached block-4
+    # input after the head.
     "site+fine-tune": {"augment_views": 0, "site_views": 1, "fine_tune": True},
 }
 

@@ -1,10 +1,13 @@
-"""The bundled default model: a trained head shipped with the package, put in service on a
-first start so that scans are screened before any site has labelled data.
+"""The bundled default model: a trained head (and, when the recipe fine-tunes, the base's
+last block) shipped with the package, put in service on a first start so that scans are
+screened before any site has labelled data.
 
-Only the head travels (a few hundred kB); the backbone's ImageNet weights are licensed
-and sized separately, so they come from where training gets them (`CXR_BASE_WEIGHTS`).
-The bundle's card records the weight tensors' hash, and the base is refused unless its
-tensors hash the same: a head on other features would answer, and answer wrongly.
+Only what training changed travels: the head (a few hundred kB) and the fine-tuned last
+block (`trainer.bundled_block`, 14 MB in float16 for VGG16). The backbone's ImageNet
+weights are licensed and sized separately, so they come from where training gets them
+(`CXR_BASE_WEIGHTS`). The bundle's card records the weight tensors' hash, and the base is
+refused unless its tensors hash the same: a head on other features would answer, and
+answer wrongly.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ from db import model_registry
 from db.session import session_scope
 from trainer.artifacts import ARTIFACT_NAME, CARD_NAME, REPORT_NAME
 from trainer.backbones import build_base, get_backbone, parse_base_weights, weights_sha256
+from trainer.bundled_block import (
+    TUNED_FILE,
+    BlockWeights,
+    apply_block,
+    block_weights,
+    choose_precision,
+    load_block,
+    save_block,
+)
 from trainer.errors import RegistryError, TrainerError, WeightsError
 from trainer.model import BASE_LAYER_NAME, HEAD_NAME, PREPROCESS_NAME, assemble
 from trainer.preprocessing import preprocessing_layer
@@ -83,11 +95,13 @@ class InstallOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
-    """A bundle folder read and checked: the head's file and the card that describes it."""
+    """A bundle folder read and checked: the head's file, the fine-tuned block's file (None
+    for a head-only bundle) and the card that describes them."""
 
     directory: Path
     head: Path
     card: dict[str, Any]
+    tuned: Path | None = None
 
     @property
     def version(self) -> str:
@@ -114,34 +128,45 @@ class Bundle:
 
 
 def export_bundle(
-    version_dir: Path, out_dir: Path, *, command: str, today: date | None = None
+    version_dir: Path,
+    out_dir: Path,
+    *,
+    command: str,
+    today: date | None = None,
+    compare_on: npt.NDArray[np.uint8] | None = None,
 ) -> dict[str, Any]:
-    """Write ``head.keras``, ``model_card.json`` and ``report.png`` of a trained version.
+    """Write ``head.keras``, ``model_card.json``, ``report.png`` (and, for a fine-tuned
+    model, ``tuned_block.npz``) of a trained version.
 
     Args:
         version_dir: A folder written by `trainer.artifacts.save_trained`.
-        out_dir: The bundle folder (`BUNDLE_DIR` for the package); its three files are
-            replaced together.
+        out_dir: The bundle folder (`BUNDLE_DIR` for the package); its files are
+            replaced together, and a tuned block left by an earlier export is removed.
         command: How the version was trained, recorded so anyone can reproduce it.
         today: The export date in the version name; default today (UTC).
+        compare_on: Model inputs (N x side x side x 3) on which a fine-tuned block's
+            float16 copy must answer as the trained model does (beside the check image);
+            float32 is stored otherwise.
 
     Returns:
         The bundle's card.
 
     Raises:
         RegistryError: the folder is incomplete, its model is not the one its card
-            describes, or its base was changed by training (fine-tuned).
+            describes, or its base was changed though the recipe did not fine-tune.
     """
     card = _read_json(version_dir / CARD_NAME)
     artifact = version_dir / ARTIFACT_NAME
     model = _load_trained(artifact, card)
     head = model.get_layer(HEAD_NAME)
+    size = int(card["model"]["input"]["shape"][0])
+    tuned = _tuned_block(model, card, size=size, compare_on=compare_on)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir))
     try:
         head.save(staging / HEAD_FILE)
         head_sha = file_sha256(staging / HEAD_FILE)
-        size = int(card["model"]["input"]["shape"][0])
+        names = [HEAD_FILE, CARD_NAME, REPORT_NAME]
         day = today or datetime.now(UTC).date()
         card["bundle"] = {
             "version": f"{VERSION_PREFIX}{day:%Y%m%d}-{head_sha[:8]}",
@@ -155,10 +180,21 @@ def export_bundle(
                 "probabilities": _probabilities(model, check_input(size)),
             },
         }
+        if tuned is not None:
+            weights, described = tuned
+            save_block(staging / TUNED_FILE, weights)
+            card["bundle"]["tuned_block"] = {
+                **described,
+                "file": TUNED_FILE,
+                "sha256": file_sha256(staging / TUNED_FILE),
+            }
+            names.append(TUNED_FILE)
         _write_json(staging / CARD_NAME, card)
         shutil.copyfile(version_dir / REPORT_NAME, staging / REPORT_NAME)
-        for name in (HEAD_FILE, CARD_NAME, REPORT_NAME):
+        for name in names:
             (staging / name).replace(out_dir / name)
+        if tuned is None:
+            (out_dir / TUNED_FILE).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("bundled %s as %s in %s", card["version"], card["bundle"]["version"], out_dir)
@@ -166,7 +202,7 @@ def export_bundle(
 
 
 def _load_trained(artifact: Path, card: dict[str, Any]) -> keras.Model:
-    """The version's model, checked to be the card's and to have the card's base."""
+    """The version's model, checked to be the one its card describes."""
     if not artifact.is_file():
         raise RegistryError(f"{artifact} is absent: give a folder written by a training run")
     actual = file_sha256(artifact)
@@ -175,15 +211,57 @@ def _load_trained(artifact: Path, card: dict[str, Any]) -> keras.Model:
             f"{artifact} has sha256 {actual}, its card says {card['artifact']['sha256']}: "
             "the card does not describe this model"
         )
-    model = keras.models.load_model(artifact, compile=False)
-    base_sha = weights_sha256(model.get_layer(BASE_LAYER_NAME))
-    if base_sha != card["base_weights"]["tensors_sha256"]:
+    return keras.models.load_model(artifact, compile=False)
+
+
+def _tuned_block(
+    model: keras.Model,
+    card: dict[str, Any],
+    *,
+    size: int,
+    compare_on: npt.NDArray[np.uint8] | None,
+) -> tuple[BlockWeights, dict[str, Any]] | None:
+    """The fine-tuned last block to ship, in the precision chosen for it (and left in
+    `model`, so the check probabilities are those of what installs); None when the base
+    is still the ImageNet one.
+
+    Raises:
+        RegistryError: the base changed, but the recipe says it was not fine-tuned.
+    """
+    base = model.get_layer(BASE_LAYER_NAME)
+    base_sha = weights_sha256(base)
+    if base_sha == card["base_weights"]["tensors_sha256"]:
+        return None
+    if not card.get("training", {}).get("fine_tune"):
         raise RegistryError(
-            f"the base of {artifact} hashes {base_sha}, not the base weights it was trained "
-            f"from ({card['base_weights']['tensors_sha256']}): a fine-tuned model cannot "
-            "be bundled as a head alone"
+            f"the base of {card['version']} hashes {base_sha}, not the base weights it was "
+            f"trained from ({card['base_weights']['tensors_sha256']}), though its recipe did "
+            "not fine-tune: the model was changed after training; train it again"
         )
-    return model
+    spec = get_backbone(str(card["model"]["backbone"]))
+    positive = list(card["model"]["classes"]).index(card["model"]["positive_class"])
+    images = check_input(size)
+    if compare_on is not None and len(compare_on):
+        images = np.concatenate([images, compare_on.astype(np.float32)])
+
+    def score(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(model.predict(x, batch_size=16, verbose=0))[:, positive]
+
+    weights, precision = choose_precision(
+        score,
+        lambda chosen: apply_block(base, chosen, spec),
+        block_weights(base, spec),
+        images,
+        threshold=float(card["model"]["threshold"]),
+    )
+    described = {
+        "layers": sorted(weights),
+        "parameters": int(sum(v.size for values in weights.values() for v in values)),
+        "precision": precision.to_dict(),
+        "lower_blocks": "the ImageNet base of CXR_BASE_WEIGHTS, checked by base_weights."
+        "tensors_sha256",
+    }
+    return weights, described
 
 
 # --- install --------------------------------------------------------------------------
@@ -228,8 +306,8 @@ def read_bundle(directory: Path) -> Bundle:
     if not head.is_file():
         raise RegistryError(
             f"the bundled default model is not installed ({head} is absent; a developer "
-            "checkout has it only after trainer.bundled.export_bundle wrote it): train a "
-            "model with CXR_DATA_DIR set instead"
+            "checkout has it only after `cxr-screen models build-bundled` wrote it): train "
+            "a model with CXR_DATA_DIR set instead"
         )
     card = _read_json(directory / CARD_NAME)
     bundle = card.get("bundle")
@@ -245,9 +323,32 @@ def read_bundle(directory: Path) -> Bundle:
             f"{head} has sha256 {actual}, the bundle's card says {bundle.get('head_sha256')}: "
             "the bundle is damaged; reinstall the package or export the bundle again"
         )
-    checked = Bundle(directory=directory, head=head, card=card)
+    checked = Bundle(
+        directory=directory, head=head, card=card, tuned=_tuned_file(directory, bundle)
+    )
     _check_card(checked)
     return checked
+
+
+def _tuned_file(directory: Path, bundle: dict[str, Any]) -> Path | None:
+    """The fine-tuned block's file named by the card, checked against its hash."""
+    described = bundle.get("tuned_block")
+    if described is None:
+        return None
+    path = directory / TUNED_FILE
+    if not path.is_file():
+        raise RegistryError(
+            f"{path} is absent, though the bundle's card names a fine-tuned block: the bundle "
+            "is damaged; reinstall the package or export the bundle again"
+        )
+    actual = file_sha256(path)
+    if not isinstance(described, dict) or actual != described.get("sha256"):
+        expected = described.get("sha256") if isinstance(described, dict) else None
+        raise RegistryError(
+            f"{path} has sha256 {actual}, the bundle's card says {expected}: the bundle is "
+            "damaged; reinstall the package or export the bundle again"
+        )
+    return path
 
 
 def _check_card(bundle: Bundle) -> None:
@@ -306,17 +407,24 @@ def _is_install_of(directory: Path, bundle: Bundle) -> bool:
     its model is the one that card describes."""
     try:
         card = _read_json(directory / CARD_NAME)
-        head = card.get("bundle", {}).get("head_sha256")
+        installed = card.get("bundle", {})
+        wanted = bundle.card["bundle"]
+        same_parts = bool(
+            installed.get("head_sha256") == wanted["head_sha256"]
+            and installed.get("tuned_block") == wanted.get("tuned_block")
+        )
         artifact = card.get("artifact", {}).get("sha256")
-        same_head = bool(head == bundle.card["bundle"]["head_sha256"])
-        return same_head and artifact == file_sha256(directory / ARTIFACT_NAME)
+        return same_parts and artifact == file_sha256(directory / ARTIFACT_NAME)
     except (RegistryError, OSError, AttributeError):
         return False
 
 
 def _build_version(bundle: Bundle, directory: Path, *, weights_setting: str) -> None:
-    """Assemble the model on the site's base weights and write the version's folder."""
+    """Assemble the model on the site's base weights (its last block replaced by the
+    bundle's fine-tuned one, if any) and write the version's folder."""
     base = _verified_base(bundle, weights_setting)
+    if bundle.tuned is not None:
+        apply_block(base, load_block(bundle.tuned), bundle.spec)
     head = keras.models.load_model(bundle.head, compile=False)
     preprocessing = preprocessing_layer(bundle.spec.preprocessing, name=PREPROCESS_NAME)
     model = assemble(base=base, head=head, size=bundle.size, preprocessing=preprocessing)

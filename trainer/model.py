@@ -124,6 +124,23 @@ def build_front(
     return base, extractor, tail
 
 
+def last_block(base: keras.Model, spec: BackboneSpec) -> tuple[Any, keras.Model]:
+    """(The tensor where the base's last block starts, the block as a model sharing the
+    base's layers); nothing is made trainable."""
+    layer_name, side = spec.fine_tune_cut
+    cut_layer = base.get_layer(layer_name)
+    cut = cut_layer.input if side == "input" else cut_layer.output
+    return cut, keras.Model(cut, base.output, name="tail")
+
+
+def last_block_layers(base: keras.Model, spec: BackboneSpec) -> list[keras.layers.Layer]:
+    """The base's own layers in its last block that hold weights, in the base's order:
+    what fine-tuning may change."""
+    _, tail = last_block(base, spec)
+    in_tail = {id(layer) for layer in tail.layers}
+    return [layer for layer in base.layers if id(layer) in in_tail and layer.weights]
+
+
 def unfreeze_last_block(base: keras.Model, spec: BackboneSpec) -> tuple[Any, keras.Model]:
     """Make the base's last block trainable; return (its input tensor, the block as a model).
 
@@ -131,10 +148,7 @@ def unfreeze_last_block(base: keras.Model, spec: BackboneSpec) -> tuple[Any, ker
     training it updates the base that is saved. Batch norms stay frozen: their
     statistics come from ImageNet-sized batches, not a few dozen radiographs.
     """
-    layer_name, side = spec.fine_tune_cut
-    cut_layer = base.get_layer(layer_name)
-    cut = cut_layer.input if side == "input" else cut_layer.output
-    tail = keras.Model(cut, base.output, name="tail")
+    cut, tail = last_block(base, spec)
     tail_layers = {id(layer) for layer in tail.layers}
     base.trainable = True
     for layer in base.layers:

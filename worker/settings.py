@@ -282,6 +282,13 @@ class TrainingSettings(_Group):
         "instead of cached frozen-base features: for GPU hosts.",
     )
 
+    fine_tune: bool = Field(
+        True,
+        description="Also train the backbone's last convolutional block (VGG16's block 5) "
+        "after the head, from cached features of the block's input: off-val specificity "
+        "0.870 -> 0.970 on 200 films per class; costs the block's training every night.",
+    )
+
     retrain_cron: str = Field(
         "0 2 * * *", description="When the nightly retraining runs (cron: min hour dom mon dow)."
     )

@@ -103,8 +103,13 @@ def train(
     ] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="Default CXR_TRAIN_EPOCHS.")] = None,
     fine_tune: Annotated[
-        bool, typer.Option("--fine-tune", help="Also train the backbone's last block.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--fine-tune/--head-only",
+            help="Also train the backbone's last block after the head, or the head alone; "
+            "default CXR_FINE_TUNE (on).",
+        ),
+    ] = None,
     augment_views: Annotated[
         int | None,
         typer.Option(min=0, help="Stored augmented copies per training image (shear/zoom/flip)."),
@@ -138,8 +143,8 @@ def train(
     overrides: dict[str, Any] = {}
     if epochs is not None:
         overrides["epochs"] = epochs
-    if fine_tune:
-        overrides["fine_tune"] = True
+    if fine_tune is not None:
+        overrides["fine_tune"] = fine_tune
     if augment_views is not None:
         overrides["augment_views"] = augment_views
     if site_views is not None:

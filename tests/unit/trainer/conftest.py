@@ -52,7 +52,11 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 def tiny_train_config(*, epochs: int = 8) -> TrainConfig:
-    """VGG16 at 32x32 with random weights: seconds on a CPU."""
+    """VGG16 at 32x32 with random weights, the head alone: seconds on a CPU.
+
+    The default recipe also fine-tunes the last block; tests of that stage ask for it
+    (`fine_tune=True`), the others keep the base as built so they can check it.
+    """
     return TrainConfig(
         backbone="vgg16",
         input_size=TINY,
@@ -63,6 +67,7 @@ def tiny_train_config(*, epochs: int = 8) -> TrainConfig:
         head=HeadConfig(dropout=0.2, l2=1e-4),
         augment_views=0,
         site_views=0,
+        fine_tune=False,
         min_sensitivity=0.95,
         seed=7,
     )

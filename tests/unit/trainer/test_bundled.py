@@ -1,12 +1,13 @@
-"""The bundled default model: exported from a trained version, put in service on a first
-start, refused on base weights that are not the ones its head was trained on."""
+"""The bundled default model: exported from a trained version (its head, and its fine-tuned
+last block), put in service on a first start, refused on base weights that are not the
+ones it was trained on."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from db.session import make_engine, make_session_factory, session_scope
 from tests.tiny_model import register_model
 from tests.unit.trainer.conftest import make_dataset, tiny_train_config
 from trainer.artifacts import save_trained
-from trainer.backbones import weights_sha256
+from trainer.backbones import get_backbone, weights_sha256
 from trainer.bundled import (
     HEAD_FILE,
     REGISTRY_NOTES,
@@ -32,14 +33,26 @@ from trainer.bundled import (
     install_bundled,
     read_bundle,
 )
+from trainer.bundled_block import (
+    FLOAT16_TOLERANCE,
+    TUNED_FILE,
+    block_weights,
+    choose_precision,
+    load_block,
+    save_block,
+)
 from trainer.data import load_dataset
 from trainer.errors import RegistryError
-from trainer.train import train_model
+from trainer.model import last_block_layers
+from trainer.train import TrainConfig, train_model
 from worker.imaging import DecodeOptions
 from worker.pipeline import file_sha256, load_verified
 from worker.settings import Settings
 
 TRAINED_VERSION = "20260101-000000-vgg16"
+
+
+VGG16 = get_backbone("vgg16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +65,22 @@ class Made:
     bundle: Bundle
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
-    """A real (tiny) training run saved as the trainer saves it, then exported.
+def _base_weights_file(root: Path) -> Path:
+    """Random VGG16 weights at 32 px in a ``.weights.h5`` file: they play the part of the
+    ImageNet weights a site supplies, from training to installation."""
+    keras.utils.set_random_seed(99)
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = root / "vgg16_notop.weights.h5"
+    base.save_weights(path)
+    return path
 
-    Its base has random weights; saved to a ``.weights.h5`` file they play the part of
-    the ImageNet weights a site supplies, and hash as the card says.
-    """
-    root = tmp_path_factory.mktemp("bundled")
+
+def _train_and_export(root: Path, weights: Path, config: TrainConfig) -> Made:
+    """A real (tiny) training run on `weights`, saved as the trainer saves it, exported."""
     data = make_dataset(root / "data")
     result = train_model(
         load_dataset(data),
-        tiny_train_config(epochs=3),
+        replace(config, base_weights=weights),
         cache_root=root / "cache",
         decode=DecodeOptions(),
     )
@@ -75,11 +92,25 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
         data_root=data,
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    weights = root / "vgg16_notop.weights.h5"
-    result.model.get_layer("base").save_weights(weights)
     bundle_dir = root / "bundle"
     export_bundle(saved.directory, bundle_dir, command="pytest tiny run", today=date(2026, 1, 2))
     return Made(saved.directory, weights, bundle_dir, read_bundle(bundle_dir))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """The default recipe (head, then the fine-tuned last block), tiny, exported."""
+    root = tmp_path_factory.mktemp("bundled")
+    config = replace(tiny_train_config(epochs=3), fine_tune=True, fine_tune_learning_rate=1e-3)
+    return _train_and_export(root, _base_weights_file(root), config)
+
+
+@pytest.fixture(scope="module")
+def head_only(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """The head-only recipe (`CXR_FINE_TUNE=false`), tiny, exported."""
+    root = tmp_path_factory.mktemp("bundled-head")
+    config = replace(tiny_train_config(epochs=3), fine_tune=False)
+    return _train_and_export(root, _base_weights_file(root), config)
 
 
 def _settings(
@@ -98,10 +129,11 @@ def _status(factory: sessionmaker[Session], version: str) -> ModelStatus:
         return model_registry.require_model(session, version=version).status
 
 
-def test_export_writes_head_card_and_report(made: Made) -> None:
+def test_export_writes_head_tuned_block_card_and_report(made: Made) -> None:
     card = made.bundle.card
     assert {p.name for p in made.bundle_dir.iterdir()} == {
         HEAD_FILE,
+        TUNED_FILE,
         "model_card.json",
         "report.png",
     }
@@ -115,6 +147,43 @@ def test_export_writes_head_card_and_report(made: Made) -> None:
     head = keras.models.load_model(made.bundle_dir / HEAD_FILE, compile=False)
     assert head.name == "head"
     assert tuple(head.input_shape[1:]) == (1, 1, 512)  # VGG16's feature map at 32 px
+    tuned = card["bundle"]["tuned_block"]
+    assert tuned["layers"] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    assert tuned["parameters"] == 3 * (3 * 3 * 512 * 512 + 512)
+    assert tuned["sha256"] == file_sha256(made.bundle_dir / TUNED_FILE)
+    assert tuned["precision"]["dtype"] == "float16"
+    assert tuned["precision"]["max_abs_difference"] <= FLOAT16_TOLERANCE
+    assert tuned["precision"]["verdicts_changed"] == 0
+    # The block shipped is the trained one (rounded), not the base it started from.
+    trained = keras.models.load_model(made.version_dir / "model.keras", compile=False)
+    shipped = load_block(made.bundle_dir / TUNED_FILE)
+    for name, values in block_weights(trained.get_layer("base"), VGG16).items():
+        assert [v.dtype for v in shipped[name]] == [np.float16, np.float16]
+        for got, want in zip(shipped[name], values, strict=True):
+            np.testing.assert_allclose(got.astype(np.float32), want, rtol=1e-3, atol=1e-4)
+    assert weights_sha256(trained.get_layer("base")) != made.bundle.base_sha256
+
+
+def test_a_head_only_version_exports_no_tuned_block(head_only: Made) -> None:
+    assert {p.name for p in head_only.bundle_dir.iterdir()} == {
+        HEAD_FILE,
+        "model_card.json",
+        "report.png",
+    }
+    assert "tuned_block" not in head_only.bundle.card["bundle"]
+    assert head_only.bundle.tuned is None
+
+
+def test_exporting_a_head_only_version_removes_an_earlier_tuned_block(
+    made: Made, head_only: Made, tmp_path: Path
+) -> None:
+    out = tmp_path / "bundle"
+    shutil.copytree(made.bundle_dir, out)
+
+    export_bundle(head_only.version_dir, out, command="x")
+
+    assert not (out / TUNED_FILE).exists()
+    assert read_bundle(out).tuned is None
 
 
 def test_installs_and_activates_the_bundle_when_no_model_is_active(
@@ -145,15 +214,54 @@ def test_installs_and_activates_the_bundle_when_no_model_is_active(
     assert card["version"] == version
     assert card["artifact"]["sha256"] == checksum
     assert (folder / "report.png").read_bytes() == (made.bundle_dir / "report.png").read_bytes()
-    # What a worker loads answers as the trained model did.
+    # What a worker loads answers as the trained model did (its block in float16).
     served = load_verified(artifact, checksum=checksum, name=version)
     trained = keras.models.load_model(made.version_dir / "model.keras", compile=False)
     np.testing.assert_allclose(
         served.predict(check_input(32), verbose=0),
         trained.predict(check_input(32), verbose=0),
+        atol=FLOAT16_TOLERANCE,
+    )
+    np.testing.assert_allclose(
+        served.predict(check_input(32), verbose=0)[0],
+        made.bundle.card["bundle"]["check"]["probabilities"],
         atol=1e-5,
     )
-    assert weights_sha256(served.get_layer("base")) == made.bundle.base_sha256
+    # Its lower blocks are the site's weights file, its last block the bundle's.
+    site = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    site.load_weights(made.weights)
+    served_base = served.get_layer("base")
+    tuned = {layer.name for layer in last_block_layers(served_base, VGG16)}
+    shipped = load_block(made.bundle_dir / TUNED_FILE)
+    for layer in served_base.layers:
+        if not layer.weights:
+            continue
+        want = (
+            [v.astype(np.float32) for v in shipped[layer.name]]
+            if layer.name in tuned
+            else site.get_layer(layer.name).get_weights()
+        )
+        for got, expected in zip(layer.get_weights(), want, strict=True):
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_installs_a_head_only_bundle_on_the_unchanged_base(
+    head_only: Made, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    outcome = install_bundled(_settings(tmp_path, head_only), session_factory)
+
+    assert outcome.installed, outcome.message
+    with session_scope(session_factory) as session:
+        row = model_registry.require_model(session, version=head_only.bundle.version)
+        artifact, checksum = Path(row.artifact_path), row.checksum
+    served = load_verified(artifact, checksum=checksum, name=head_only.bundle.version)
+    trained = keras.models.load_model(head_only.version_dir / "model.keras", compile=False)
+    np.testing.assert_allclose(
+        served.predict(check_input(32), verbose=0),
+        trained.predict(check_input(32), verbose=0),
+        atol=1e-5,
+    )
+    assert weights_sha256(served.get_layer("base")) == head_only.bundle.base_sha256
 
 
 def test_does_nothing_when_a_model_is_active(
@@ -318,9 +426,83 @@ def test_a_damaged_head_is_refused(made: Made, tmp_path: Path) -> None:
         read_bundle(damaged)
 
 
-def test_export_refuses_a_model_whose_base_was_trained(made: Made, tmp_path: Path) -> None:
-    changed = tmp_path / "fine-tuned"
-    shutil.copytree(made.version_dir, changed)
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(
+            lambda path: path.write_bytes(path.read_bytes() + b"\0"),
+            r"tuned_block\.npz has sha256 [0-9a-f]{64}, the bundle's card says [0-9a-f]{64}",
+            id="changed",
+        ),
+        pytest.param(
+            lambda path: path.unlink(),
+            r"tuned_block\.npz is absent, though the bundle's card names a fine-tuned block",
+            id="absent",
+        ),
+    ],
+)
+def test_a_damaged_tuned_block_is_refused(
+    made: Made, tmp_path: Path, damage: object, message: str
+) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(made.bundle_dir, damaged)
+    damage(damaged / TUNED_FILE)  # type: ignore[operator]
+
+    with pytest.raises(RegistryError, match=message):
+        read_bundle(damaged)
+
+
+def test_block_file_round_trips_and_is_the_same_bytes_every_time(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    weights = {
+        "block5_conv1": [rng.normal(size=(3, 3, 4, 4)).astype(np.float16), np.zeros(4)],
+        "block5_conv2": [rng.normal(size=(3, 3, 4, 4)).astype(np.float32), np.ones(4)],
+    }
+    save_block(tmp_path / "a.npz", weights)
+    save_block(tmp_path / "b.npz", weights)
+
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = load_block(tmp_path / "a.npz")
+    assert sorted(loaded) == sorted(weights)
+    for name, values in weights.items():
+        for got, want in zip(loaded[name], values, strict=True):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_float32_is_kept_when_float16_would_change_a_verdict() -> None:
+    """The rule, on a scorer whose answer is the sum of the block's weights: rounding
+    1 + 2**-12 to float16 drops the 2**-12, which crosses a threshold placed in between."""
+    held: dict[str, list[np.ndarray]] = {}
+
+    def score(images: np.ndarray) -> np.ndarray:
+        total = float(sum(np.sum(v.astype(np.float64)) for v in held["block"]))
+        return np.full(len(images), total - 0.5, dtype=np.float32)
+
+    def set_block(weights: dict[str, list[np.ndarray]]) -> None:
+        held.clear()
+        held.update(weights)
+
+    images = np.zeros((3, 2, 2, 3), dtype=np.float32)
+    precise = {"block": [np.array([1.0 + 2.0**-12], dtype=np.float32)]}
+    chosen, precision = choose_precision(score, set_block, precise, images, threshold=0.50012)
+    assert precision.dtype == "float32"
+    assert precision.verdicts_changed == 3
+    assert chosen is precise
+    assert held["block"][0].dtype == np.float32  # the model is left with what is stored
+
+    roomy = {"block": [np.array([1.25], dtype=np.float32)]}  # exact in float16
+    chosen, precision = choose_precision(score, set_block, roomy, images, threshold=0.5)
+    assert precision.dtype == "float16"
+    assert precision.max_abs_difference == 0.0
+    assert chosen["block"][0].dtype == np.float16
+
+
+def test_export_refuses_a_head_only_model_whose_base_was_changed(
+    head_only: Made, tmp_path: Path
+) -> None:
+    changed = tmp_path / "changed"
+    shutil.copytree(head_only.version_dir, changed)
     model = keras.models.load_model(changed / "model.keras", compile=False)
     conv = model.get_layer("base").get_layer("block5_conv3")
     kernel, bias = conv.get_weights()
@@ -330,6 +512,6 @@ def test_export_refuses_a_model_whose_base_was_trained(made: Made, tmp_path: Pat
     card["artifact"]["sha256"] = file_sha256(changed / "model.keras")
     (changed / "model_card.json").write_text(json.dumps(card))
 
-    with pytest.raises(RegistryError, match="a fine-tuned model cannot be bundled as a head alone"):
+    with pytest.raises(RegistryError, match="though its recipe did not fine-tune"):
         export_bundle(changed, tmp_path / "out", command="x")
     assert not (tmp_path / "out" / HEAD_FILE).exists()

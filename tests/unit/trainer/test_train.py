@@ -20,6 +20,7 @@ from trainer.site_shift import SHIFTS, TRAINED_SHIFTS
 from trainer.train import TrainConfig, class_weights, site_view, train_model
 from worker.imaging import DecodeOptions
 from worker.pipeline import ModelInput
+from worker.settings import Settings
 
 
 def _pixels(images: Sequence[LabelledImage], size: int) -> np.ndarray:
@@ -135,6 +136,14 @@ def test_online_augmentation_trains_end_to_end_with_a_frozen_base(
     assert weights_sha256(result.model.get_layer("base")) == result.base_weights_sha256
     assert len(result.history["val_loss"]) == 2
     assert not (tmp_path / "c").exists()
+
+
+def test_the_default_recipe_fine_tunes_unless_the_site_turns_it_off() -> None:
+    assert TrainConfig().fine_tune
+    assert TrainConfig.from_settings(Settings()).fine_tune
+    assert not TrainConfig.from_settings(Settings(fine_tune=False)).fine_tune
+    assert not TrainConfig.from_settings(Settings(), fine_tune=False).fine_tune
+    assert TrainConfig().to_dict()["fine_tune_epochs"] == 3
 
 
 def test_class_weights_balance_the_classes() -> None:
