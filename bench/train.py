@@ -21,6 +21,10 @@ With ``--cache DIR`` the scratch model directory's feature cache is that folder 
 cache `cxr-screen train` or bench/recipes.py filled before): the first run then shows
 what a night costs when the features are there, not a cold start.
 
+A cold first run takes over an hour on 2 CPU cores; ``--phase first`` stops after it
+(its outcome is kept in the work folder) and ``--phase rest`` goes on from that folder
+with the rerun and the unchanged night, so the two halves can run apart.
+
 Writes the figures and timings to the Markdown file and the raw outcomes beside it
 (``.json``).
 """
@@ -170,7 +174,7 @@ def render(outcomes: dict[str, Any]) -> str:
         f"Recorded {meta['started']} on revision {meta['revision']} with:",
         "",
         "```",
-        ".venv/bin/python bench/train.py",
+        *meta.get("commands", [".venv/bin/python bench/train.py"]),
         "```",
         "",
         f"- Machine: {meta['machine']}; no GPU",
@@ -238,9 +242,9 @@ def render(outcomes: dict[str, Any]) -> str:
             if first["features"]["extracted"]
             else f" The first run found every feature in the cache ({meta.get('cache')})."
         )
-        + " The rerun trains the head on all cached "
-        "features again (about 30 s), re-evaluates the active model on val from the cache "
-        "for the gate, and saves the new version.",
+        + " The rerun trains again on all cached features (the head, then block 5 when "
+        "the recipe fine-tunes: train_s), re-evaluates the active model on val and its "
+        "shifted copy for the gate, and saves the new version.",
         "",
         "Counts are below shared/data/README.md's because byte-identical files are used "
         "once: train/ holds 22 exact duplicates (1 NORMAL, 21 PNEUMONIA), val/PNEUMONIA 4; "
@@ -249,6 +253,18 @@ def render(outcomes: dict[str, Any]) -> str:
         *HEAD_SELECTION,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _environment(work: Path, data: Path, weights: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update(
+        CXR_DATABASE_URL=f"sqlite:///{work / 'cxr.db'}",
+        CXR_MODEL_DIR=str(work / "models"),
+        CXR_DATA_DIR=str(data),
+        CXR_BASE_WEIGHTS=str(weights),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    return env
 
 
 def main() -> None:
@@ -261,6 +277,12 @@ def main() -> None:
     parser.add_argument(
         "--render", type=Path, default=None, help="Only rewrite the report from this JSON."
     )
+    parser.add_argument(
+        "--phase",
+        choices=("all", "first", "rest"),
+        default="all",
+        help="first: stop after the first run (needs --workdir); rest: go on from it.",
+    )
     args = parser.parse_args()
     if args.render is not None:
         args.output.write_text(render(json.loads(args.render.read_text())))
@@ -270,32 +292,42 @@ def main() -> None:
     for needed in (source, weights):
         if not needed.exists():
             raise SystemExit(f"{needed} is absent: the real data lives in ../shared")
+    if args.phase != "all" and args.workdir is None:
+        raise SystemExit("--phase first|rest needs --workdir: the folder the halves share")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="cxr-train-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
     data = work / "data"
-    _link_tree(source, data)
-    if args.cache is not None:
-        (work / "models").mkdir(parents=True, exist_ok=True)
-        (work / "models" / "feature_cache").symlink_to(args.cache.resolve())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
-    env.update(
-        CXR_DATABASE_URL=f"sqlite:///{work / 'cxr.db'}",
-        CXR_MODEL_DIR=str(work / "models"),
-        CXR_DATA_DIR=str(data),
-        CXR_BASE_WEIGHTS=str(weights),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    load = os.getloadavg()
-    meta = {
-        "started": now(),
-        "revision": git_revision(),
-        "machine": machine(),
-        "load": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-        "cache": str(args.cache) if args.cache is not None else None,
-    }
-    _cli(["db", "upgrade"], env=env, cwd=work, log=work / "db.log")
-    first_s, out = _cli(["train", "--format", "json"], env=env, cwd=work, log=work / "first.log")
-    first = json.loads(out)
+    env = _environment(work, data, weights)
+    kept = work / "first.json"
+    if args.phase == "rest":
+        state = json.loads(kept.read_text())
+        meta, first = state["meta"], state["first"]
+        meta.setdefault("commands", []).append(
+            " ".join([".venv/bin/python bench/train.py", *sys.argv[1:]])
+        )
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        _link_tree(source, data)
+        if args.cache is not None:
+            (work / "models").mkdir(parents=True, exist_ok=True)
+            (work / "models" / "feature_cache").symlink_to(args.cache.resolve())
+        load = os.getloadavg()
+        meta = {
+            "started": now(),
+            "revision": git_revision(),
+            "machine": machine(),
+            "load": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+            "cache": str(args.cache) if args.cache is not None else None,
+            "commands": [" ".join([".venv/bin/python bench/train.py", *sys.argv[1:]])],
+        }
+        _cli(["db", "upgrade"], env=env, cwd=work, log=work / "db.log")
+        first_s, out = _cli(
+            ["train", "--format", "json"], env=env, cwd=work, log=work / "first.log"
+        )
+        first = {"wall_s": first_s, **json.loads(out)}
+        kept.write_text(json.dumps({"meta": meta, "first": first}, indent=2) + "\n")
+        if args.phase == "first":
+            print(f"first run: {first_s:.0f} s; go on with --phase rest --workdir {work}")
+            return
     added = _add_new_images(data, args.new_images)
     rerun_s, out = _cli(["train", "--format", "json"], env=env, cwd=work, log=work / "rerun.log")
     rerun = json.loads(out)
@@ -303,7 +335,7 @@ def main() -> None:
     same = json.loads(out)
     outcomes: dict[str, Any] = {
         "meta": meta,
-        "first": {"wall_s": first_s, **first},
+        "first": first,
         "rerun": {"wall_s": rerun_s, "added": added, **rerun},
         "unchanged": {"wall_s": same_s, **same},
         "workdir": str(work),

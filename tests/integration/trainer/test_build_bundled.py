@@ -10,8 +10,10 @@ import pytest
 
 from tests.cli_runner import run_cli
 from trainer.bundled import BUNDLE_DIR, HEAD_FILE
+from trainer.bundled_block import TUNED_FILE
 
-# The real VGG16 on a CPU (about 90 films through it, and the base built three times);
+# The real VGG16 on a CPU (about 90 films through blocks 1-4 and 18 through the whole
+# model twice, block 5 trained on 20 views, and the base built three times);
 # embedded SQLite only, so not `integration`.
 pytestmark = pytest.mark.slow
 
@@ -44,10 +46,24 @@ def test_the_documented_command_rebuilds_the_bundle_on_a_subset(
         timeout=900,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
-    assert {p.name for p in out.iterdir()} == {HEAD_FILE, "model_card.json", "report.png"}
+    assert {p.name for p in out.iterdir()} == {
+        HEAD_FILE,
+        TUNED_FILE,
+        "model_card.json",
+        "report.png",
+    }
     assert sum(p.stat().st_size for p in out.iterdir()) < MAX_BUNDLE_BYTES
     card = json.loads((out / "model_card.json").read_text())
     bundle = card["bundle"]
+    # The default recipe fine-tunes VGG16's block 5: the bundle carries it, in float16
+    # when the 64-film comparison (here the 8 val films) says the answers do not move.
+    assert card["training"]["fine_tune"]
+    tuned = bundle["tuned_block"]
+    assert tuned["layers"] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    assert tuned["precision"]["compared_on_images"] == 1 + 8
+    assert tuned["precision"]["dtype"] in ("float16", "float32")
+    if tuned["precision"]["dtype"] == "float16":
+        assert tuned["precision"]["verdicts_changed"] == 0
     assert bundle["version"].startswith("bundled-")
     assert bundle["trained_by"] == "cxr-screen models build-bundled chest_xray"
     assert "CC BY 4.0" in bundle["data"]
