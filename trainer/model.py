@@ -124,6 +124,13 @@ def build_front(
     return base, extractor, tail
 
 
+def cut_cache_layer(spec: BackboneSpec) -> str:
+    """The feature cache's name for the tensor where the last block starts (the layer
+    cached when fine-tuning)."""
+    name, side = spec.fine_tune_cut
+    return f"{name}:{side}"
+
+
 def last_block(base: keras.Model, spec: BackboneSpec) -> tuple[Any, keras.Model]:
     """(The tensor where the base's last block starts, the block as a model sharing the
     base's layers); nothing is made trainable."""

@@ -33,6 +33,8 @@ class ModelRef:
     threshold: float
     status: ModelStatus
     input_size: int = 224
+    # The base weights it was trained from (a fine-tuned model's own base hashes otherwise).
+    base_weights_sha256: str | None = None
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelRef:
@@ -47,6 +49,7 @@ class ModelRef:
             threshold=row.threshold,
             status=row.status,
             input_size=row.input_size,
+            base_weights_sha256=row.base_weights_sha256,
         )
 
 
@@ -95,7 +98,7 @@ def evaluate_ref(
     predictor = Predictor.serving(loaded, name=ref.version, precision=precision, xla=xla)
     scored = score_model(
         predictor, split, backbone=ref.backbone, cache_root=cache_root, decode=decode,
-        batch_size=batch_size,
+        batch_size=batch_size, trained_from=ref.base_weights_sha256,
     )  # fmt: skip
     evaluation = evaluate_scored(
         scored, classes=ref.classes, positive_class=ref.positive_class, threshold=ref.threshold

@@ -41,6 +41,7 @@ from trainer.model import (
     assemble,
     build_front,
     build_head,
+    cut_cache_layer,
     temper_head,
     unfreeze_last_block,
 )
@@ -306,10 +307,8 @@ def _site_change(view: str) -> PixelTransform:
 
 
 def _cut_layer_name(config: TrainConfig) -> str:
-    name, side = config.spec().fine_tune_cut
-    return (
-        f"{name}:{side}" if config.fine_tune and not config.online_augmentation else "base_output"
-    )
+    cached_fine_tune = config.fine_tune and not config.online_augmentation
+    return cut_cache_layer(config.spec()) if cached_fine_tune else "base_output"
 
 
 def train_model(
