@@ -199,5 +199,13 @@ def list_runs(session: Session, *, limit: int | None = 20) -> Sequence[TrainingR
     return session.scalars(query).all()
 
 
+def add_note(session: Session, *, version: str, note: str) -> ModelVersion:
+    """Append a line to a version's notes (who changed its status, and how)."""
+    model = require_model(session, version=version)
+    model.notes = _append(model.notes, note)
+    session.flush()
+    return model
+
+
 def _append(notes: str | None, line: str) -> str:
     return f"{notes}\n{line}" if notes else line

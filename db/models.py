@@ -295,3 +295,56 @@ class Duplicate(Base):
     stored_path: Mapped[str | None] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserRole(enum.StrEnum):
+    """What a person signed in to the web pages may do.
+
+    `reader`: look at results and review scans; `admin`: also promote and roll back models.
+    """
+
+    READER = "reader"
+    ADMIN = "admin"
+
+
+class User(Base):
+    """A person who signs in to the web pages (`cxr-screen users add`)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole, "user_role"))
+    # `scrypt$n$r$p$<salt hex>$<hash hex>`; NULL for the shared account of the minimal
+    # mode (CXR_WEB_PASSWORD), which has no password of its own.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Review(Base):
+    """A reader's label of a screened scan; never updated: a newer row supersedes it.
+
+    The latest row per scan (by `reviewed_at`, then `id`) is the scan's reviewed label;
+    it names the verdict it reviewed (prediction, model version, probability).
+    """
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
+    # A class of the model that made the verdict (NORMAL, PNEUMONIA) or `UNUSABLE`.
+    label: Mapped[str] = mapped_column(String(64))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    reviewed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    probability: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        # The latest review of a scan is a seek on this index.
+        Index("ix_reviews_scan_id_reviewed_at", "scan_id", "reviewed_at"),
+        CheckConstraint(
+            "probability IS NULL OR (probability >= 0 AND probability <= 1)",
+            name="probability_range",
+        ),
+    )

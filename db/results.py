@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, Select, String, Table, Text, select
+from sqlalchemy import Column, Float, Integer, MetaData, Select, String, Table, Text, func, select
 from sqlalchemy.orm import Session
 
 from db.models import ScanStatus
@@ -95,12 +95,24 @@ class ResultFilter:
     min_probability: float | None = None
     model_version: str | None = None
     limit: int | None = 100
+    offset: int = 0
 
 
 def results_query(filters: ResultFilter) -> Select[Any]:
     """The SELECT behind `cxr-screen results`, newest scans first."""
     view = scan_results.c
-    query = select(scan_results)
+    query = _narrowed(select(scan_results), filters)
+    query = query.order_by(view.received_at.desc(), view.scan_id.desc())
+    if filters.limit is not None:
+        query = query.limit(filters.limit)
+    if filters.offset:
+        query = query.offset(filters.offset)
+    return query
+
+
+def _narrowed(query: Select[Any], filters: ResultFilter) -> Select[Any]:
+    """`query` with the WHERE clauses of `filters` (limit and offset aside)."""
+    view = scan_results.c
     if filters.since is not None:
         query = query.where(view.received_at >= filters.since)
     if filters.until is not None:
@@ -113,9 +125,6 @@ def results_query(filters: ResultFilter) -> Select[Any]:
         query = query.where(view.probability >= filters.min_probability)
     if filters.model_version is not None:
         query = query.where(view.model_version == filters.model_version)
-    query = query.order_by(view.received_at.desc(), view.scan_id.desc())
-    if filters.limit is not None:
-        query = query.limit(filters.limit)
     return query
 
 
@@ -123,3 +132,21 @@ def list_results(session: Session, *, filters: ResultFilter) -> list[ResultRow]:
     """Rows of the results table matching `filters`."""
     rows = session.execute(results_query(filters)).mappings()
     return [ResultRow(**dict(row)) for row in rows]
+
+
+def get_result(session: Session, *, scan_id: int) -> ResultRow | None:
+    """The results-table row of one scan, or None."""
+    row = session.execute(select(scan_results).where(scan_results.c.scan_id == scan_id))
+    found = row.mappings().first()
+    return ResultRow(**dict(found)) if found is not None else None
+
+
+def count_by_status(session: Session, *, filters: ResultFilter) -> dict[str, int]:
+    """How many rows match `filters`, per status (every status, zero included), ignoring
+    the filter's own status, limit and offset."""
+    view = scan_results.c
+    query = _narrowed(select(view.status, func.count()), replace(filters, status=None))
+    counts = {status.value: 0 for status in ScanStatus}
+    for status, count in session.execute(query.group_by(view.status)):
+        counts[str(status)] = int(count)
+    return counts

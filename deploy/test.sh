@@ -14,6 +14,7 @@ ensure_venv dev
 ensure_postgres
 ensure_redis
 ensure_dicom_tools
+ensure_chromium
 # TensorFlow's C++ start-up chatter is noise in test logs.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 

@@ -28,8 +28,24 @@ SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_BROKERS = ("sqla+sqlite", "redis", "rediss", "amqp", "pyamqp")
 # Shorter HMAC keys can be guessed; 32 bytes is SHA-256's block-size sweet spot (RFC 2104).
 MIN_PSEUDONYM_KEY_BYTES = 32
+# A shared password shorter than this is guessed by trying (CXR_WEB_PASSWORD).
+MIN_WEB_PASSWORD_CHARS = 12
 # Which screened images get a heatmap (CXR_HEATMAPS).
 HeatmapMode = Literal["flagged", "all", "off"]
+
+
+def _long_enough_key(value: SecretStr | None) -> SecretStr | None:
+    """A secret key of at least `MIN_PSEUDONYM_KEY_BYTES` bytes, or None (unset)."""
+    if value is None:
+        return None
+    size = len(value.get_secret_value().encode("utf-8"))
+    if size < MIN_PSEUDONYM_KEY_BYTES:
+        raise ValueError(
+            f"the key is {size} bytes, shorter than {MIN_PSEUDONYM_KEY_BYTES}; set a "
+            "random secret such as the output of `openssl rand -hex 32`, or unset it "
+            "to use the key generated under var/"
+        )
+    return value
 
 
 class SettingsError(Exception):
@@ -142,18 +158,9 @@ class DecoderSettings(_Group):
     @field_validator("pseudonym_key")
     @classmethod
     def _check_pseudonym_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        size = len(value.get_secret_value().encode("utf-8"))
-        if size < MIN_PSEUDONYM_KEY_BYTES:
-            # An empty or short key makes patient_ref an (almost) unkeyed hash that can be
-            # reversed by trying Patient IDs.
-            raise ValueError(
-                f"the key is {size} bytes, shorter than {MIN_PSEUDONYM_KEY_BYTES}; set a "
-                "random secret such as the output of `openssl rand -hex 32`, or unset it "
-                "to use the key generated under var/"
-            )
-        return value
+        # An empty or short key makes patient_ref an (almost) unkeyed hash that can be
+        # reversed by trying Patient IDs.
+        return _long_enough_key(value)
 
     @field_validator("chest_body_parts", mode="before")
     @classmethod
@@ -502,6 +509,63 @@ class PacsSettings(_Group):
         return value
 
 
+class WebSettings(_Group):
+    """The web pages (`cxr-screen web`): where they listen and how people sign in."""
+
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the web pages listen on (127.0.0.1 keeps them on this host; put "
+        "a TLS proxy in front before opening them to a network).",
+    )
+
+    web_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        8080, description="TCP port of the web pages."
+    )
+
+    web_password: SecretStr | None = Field(
+        None,
+        description="Minimal mode: one shared password for the web pages (signed in as the "
+        "`shared` admin account). Per-person accounts: `cxr-screen users add`.",
+    )
+
+    web_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs the web pages' session cookies (at least 32 bytes); "
+        "generated under var/ when unset. Changing it signs everyone out.",
+    )
+
+    @field_validator("web_host")
+    @classmethod
+    def _check_web_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give an address: 127.0.0.1 (this host) or 0.0.0.0 (every interface)")
+        return value.strip()
+
+    @field_validator("web_password", "web_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes an unset optional variable as an empty string.
+        return None if value == "" else value
+
+    @field_validator("web_password")
+    @classmethod
+    def _check_web_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        size = len(value.get_secret_value())
+        if size < MIN_WEB_PASSWORD_CHARS:
+            raise ValueError(
+                f"the password is {size} characters, shorter than {MIN_WEB_PASSWORD_CHARS}; "
+                "choose a longer one, or unset it and add users with `cxr-screen users add`"
+            )
+        return value
+
+    @field_validator("web_secret")
+    @classmethod
+    def _check_web_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough_key(value)
+
+
 class Settings(BaseSettings):
     """Everything a site can configure, by subsystem. Defaults are the embedded setup.
 
@@ -520,6 +584,7 @@ class Settings(BaseSettings):
     screening: ScreeningSettings = Field(default_factory=ScreeningSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     pacs: PacsSettings = Field(default_factory=PacsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of every process."
     )

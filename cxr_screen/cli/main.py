@@ -18,7 +18,9 @@ from cxr_screen.cli.screen_cmd import screen
 from cxr_screen.cli.service_cmd import beat, worker
 from cxr_screen.cli.training_cmd import evaluate, models_app, train
 from cxr_screen.cli.up_cmd import up
+from cxr_screen.cli.users_cmd import users_app
 from cxr_screen.cli.watch_cmd import watch
+from cxr_screen.cli.web_cmd import web
 from worker.logs import configure_logging
 
 app = typer.Typer(
@@ -44,6 +46,8 @@ app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.add_typer(models_app, name="models")
 app.command("watch")(watch)
+app.command("web")(web)
+app.add_typer(users_app, name="users")
 
 
 # Every file and folder the service creates (databases, the broker file, archived and

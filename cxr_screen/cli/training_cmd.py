@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cxr_screen.cli.common import CommandError, database_error, engine_for, settings_or_fail
 from cxr_screen.cli.output import OutputFormat, inert, printable, write_rows
+from cxr_screen.model_changes import promote_through_gate, roll_back
 from db import model_registry
 from db.session import make_session_factory, session_scope
 from trainer.errors import TrainerError
@@ -407,26 +408,12 @@ def promote(
     ] = False,
 ) -> None:
     """Make VERSION the active model if it is not worse than the active one on CXR_DATA_DIR."""
-    # Imported here: TensorFlow takes seconds to load and `models list` needs none of it.
-    from trainer.data import load_dataset
-    from trainer.nightly import cache_root
-    from trainer.promotion import promote as promote_version
-    from worker.decode_config import decode_options
-
     settings = settings_or_fail()
     engine = engine_for(settings)
     try:
         with _friendly_errors(settings):
-            split = None
-            if not force and settings.training.data_dir is not None:
-                split = load_dataset(settings.training.data_dir).evaluation
-            decision = promote_version(
-                make_session_factory(engine),
-                version=version,
-                split=split,
-                cache_root=cache_root(settings),
-                decode=decode_options(settings),
-                force=force,
+            decision = promote_through_gate(
+                settings, make_session_factory(engine), version=version, force=force
             )
     finally:
         engine.dispose()
@@ -440,13 +427,11 @@ def promote(
 @models_app.command("rollback")
 def rollback() -> None:
     """Reactivate the previously active model; the current one is marked rejected."""
-    from trainer.promotion import rollback as rollback_active  # loads TensorFlow: import late
-
     settings = settings_or_fail()
     engine = engine_for(settings)
     try:
         with _friendly_errors(settings):
-            old, new = rollback_active(make_session_factory(engine))
+            old, new = roll_back(make_session_factory(engine))
     finally:
         engine.dispose()
     Console().print(f"rolled back {old}; {new} is active again")

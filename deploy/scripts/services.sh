@@ -98,3 +98,19 @@ ensure_dicom_tools() {
         echo "the PACS tests need ${missing[*]} (sudo apt-get install ${missing[*]}); they skip without" >&2
     fi
 }
+
+# The web pages' browser test drives Debian's chromium through Playwright (never a
+# browser Playwright downloads). Installed when absent and running as root; otherwise
+# that test skips, saying what to install.
+ensure_chromium() {
+    command -v chromium >/dev/null && return
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing chromium ..." >&2
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            chromium >/dev/null; }; then
+            echo "could not install chromium: the browser test of the web pages will skip" >&2
+        fi
+    else
+        echo "the web pages' browser test needs chromium (sudo apt-get install chromium); it skips without" >&2
+    fi
+}

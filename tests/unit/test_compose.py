@@ -53,6 +53,7 @@ def test_secrets_come_from_the_environment_and_fail_fast(compose: dict[str, Any]
         "POSTGRES_PASSWORD",
         "REDIS_PASSWORD",
         "CXR_PSEUDONYM_KEY",
+        "CXR_WEB_SECRET",
         "FLOWER_USER",
         "FLOWER_PASSWORD",
     ):
@@ -97,6 +98,7 @@ SECRETS = (
     "POSTGRES_PASSWORD",
     "REDIS_PASSWORD",
     "CXR_PSEUDONYM_KEY",
+    "CXR_WEB_SECRET",
     "FLOWER_USER",
     "FLOWER_PASSWORD",
 )
@@ -200,3 +202,10 @@ def test_flower_needs_a_password_and_takes_the_broker_from_its_environment(
     broker = flower["environment"]["CELERY_BROKER_URL"]
     assert broker == "redis://:sentinel-redis_password-value@redis:6379/0"
     assert flower["command"][0] == "celery", "no shell between compose and Flower"
+
+
+def test_the_web_pages_are_published_on_the_hosts_loopback_only(compose: dict[str, Any]) -> None:
+    web = compose["services"]["web"]
+    assert web["command"] == ["cxr-screen", "web"]
+    assert web["ports"]
+    assert all(str(port).startswith("127.0.0.1:") for port in web["ports"])

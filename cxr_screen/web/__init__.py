@@ -1,0 +1,1 @@
+"""The web pages (`cxr-screen web`): results, scans, reviews, models, service, metrics."""

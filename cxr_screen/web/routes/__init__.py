@@ -1,0 +1,1 @@
+"""The pages and endpoints of the web app, one module per page."""

@@ -1,0 +1,54 @@
+"""Keyword-only data access for the people who sign in to the web pages (caller commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import User, UserRole
+
+
+class UserExistsError(ValueError):
+    """A user with that name is already recorded."""
+
+
+def add_user(session: Session, *, name: str, role: UserRole, password_hash: str | None) -> User:
+    """Record a new user; `UserExistsError` when the name is taken."""
+    if find_user(session, name=name) is not None:
+        raise UserExistsError(name)
+    user = User(name=name, role=role, password_hash=password_hash)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, *, name: str) -> User | None:
+    """The user called `name`, or None."""
+    return session.scalars(select(User).where(User.name == name)).first()
+
+
+def get_user(session: Session, *, user_id: int) -> User | None:
+    """The user with id `user_id`, or None."""
+    return session.get(User, user_id)
+
+
+def list_users(session: Session) -> Sequence[User]:
+    """Every user, by name."""
+    return session.scalars(select(User).order_by(User.name)).all()
+
+
+def count_users(session: Session) -> int:
+    """How many users are recorded."""
+    return len(session.scalars(select(User.id)).all())
+
+
+def shared_user(session: Session, *, name: str) -> User:
+    """The account of the shared password (no password of its own), made on first use."""
+    user = find_user(session, name=name)
+    if user is None:
+        user = User(name=name, role=UserRole.ADMIN, password_hash=None)
+        session.add(user)
+        session.flush()
+    return user
