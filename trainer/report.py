@@ -18,8 +18,11 @@ INTENDED_USE = (
 )
 LIMITATIONS = (
     "Trained on one site's paediatric films (Kermany et al. 2018) unless retrained on local "
-    "data; sensitivity and specificity at another site differ from those reported here. "
-    "Check with `cxr-screen evaluate` on local labelled images before relying on it."
+    "data; sensitivity and specificity at another site differ from those reported here "
+    "(models trained on these films fell to AUC 0.54 on other hospitals' paediatric films, "
+    "Xin et al. 2021; the shifted copy of val is a stand-in for another site, not a "
+    "measurement of one). Check with `cxr-screen evaluate` on local labelled images before "
+    "relying on it."
 )
 
 

@@ -26,6 +26,7 @@ from trainer.features import (
     extract_missing,
     feature_cache,
     load_features,
+    load_views,
 )
 from trainer.metrics import (
     SHIFTED_THRESHOLD_RULE,
@@ -608,11 +609,9 @@ def _fit_on_features(built: _Built, features: _Features, *, cache_root: Path) ->
     config, classes, splits = built.config, built.classes, features.splits
     y_train_idx = splits.train.label_indices(classes)
     y_eval_idx = splits.evaluation.label_indices(classes)
-    x_train = np.concatenate(
-        [
-            load_features(splits.train.images, cache=_view_cache(built, cache_root, view))
-            for view in features.views
-        ]
+    x_train = load_views(
+        splits.train.images,
+        caches=[_view_cache(built, cache_root, view) for view in features.views],
     )
     y_train = _one_hot(np.tile(y_train_idx, len(features.views)), len(classes))
     x_eval = load_features(
