@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,24 +88,39 @@ def _seconds_between(session: Session, later: Any, earlier: Any) -> ColumnElemen
 
 
 def _histogram(session: Session, value: Any, bounds: Sequence[float], *where: Any) -> Histogram:
-    columns = [func.sum(case((value <= bound, 1), else_=0)) for bound in bounds]
-    query = select(*columns, func.sum(cast(value, Float)), func.count(value)).where(*where)
-    row = session.execute(query).one()
-    count = int(row[-1] or 0)
-    buckets = [(float(bound), int(n or 0)) for bound, n in zip(bounds, row[:-2], strict=True)]
-    return Histogram([*buckets, (float("inf"), count)], float(row[-2] or 0.0), count)
+    # One bucket number per row, grouped, then made cumulative here: a column per bound
+    # (`SUM(CASE WHEN value <= bound ...)`) computed `value` once per bound for every row,
+    # 0.3 s a scrape at 100,000 verdicts.
+    bucket = case(*((value <= bound, index) for index, bound in enumerate(bounds)), else_=None)
+    query = select(bucket, func.count(value), func.sum(cast(value, Float))).where(*where)
+    per_bucket = [0] * len(bounds)
+    count, total = 0, 0.0
+    for index, n, subtotal in session.execute(query.group_by(bucket)):
+        if index is not None:
+            per_bucket[int(index)] += int(n)
+        count += int(n)
+        total += float(subtotal or 0.0)
+    cumulative = list(itertools.accumulate(per_bucket))
+    buckets = [(float(bound), n) for bound, n in zip(bounds, cumulative, strict=True)]
+    return Histogram([*buckets, (float("inf"), count)], total, count)
 
 
 def screening_latency(session: Session, *, bounds: Sequence[float]) -> Histogram:
     """Seconds from a scan's arrival to its first verdict, over every screened scan."""
+    # The seconds are worked out once per scan, inside the grouped (never flattened)
+    # subquery, so that the histogram's bucket, count and sum read a plain column.
     first = (
-        select(Prediction.scan_id, func.min(Prediction.created_at).label("at"))
-        .group_by(Prediction.scan_id)
+        select(
+            _seconds_between(session, func.min(Prediction.created_at), Scan.received_at).label(
+                "seconds"
+            )
+        )
+        .select_from(Prediction)
+        .join(Scan, Scan.id == Prediction.scan_id)
+        .group_by(Prediction.scan_id, Scan.received_at)
         .subquery()
     )
-    seconds = _seconds_between(session, first.c.at, Scan.received_at)
-    query_from = Scan.id == first.c.scan_id
-    return _histogram(session, seconds, bounds, query_from)
+    return _histogram(session, first.c.seconds, bounds)
 
 
 def batch_sizes(session: Session, *, bounds: Sequence[float]) -> Histogram:

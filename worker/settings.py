@@ -512,6 +512,11 @@ class PacsSettings(_Group):
 class WebSettings(_Group):
     """The web pages (`cxr-screen web`): where they listen and how people sign in."""
 
+    web_enabled: bool = Field(
+        False,
+        description="Run the web pages (`cxr-screen web`) as part of `cxr-screen up`.",
+    )
+
     web_host: str = Field(
         "127.0.0.1",
         description="Address the web pages listen on (127.0.0.1 keeps them on this host; put "

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cxr_screen.cli.common import CommandError, database_error, redacted, settings_or_fail
 from cxr_screen.cli.output import printable
+from cxr_screen.cli.web_cmd import check_sign_in
 from db.migrate import upgrade
 from db.model_registry import get_active_model
 from db.session import make_engine, make_session_factory
@@ -25,11 +26,18 @@ RESULTS_SQL = "SELECT * FROM scan_results ORDER BY received_at DESC"
 
 
 def _prepare_database(settings: Settings) -> str | None:
-    """Migrate, then return the active model's version (None when there is none)."""
+    """Migrate, then return the active model's version (None when there is none).
+
+    With CXR_WEB_ENABLED, refuse (before anything starts) when nobody could sign in to
+    the web pages: the check `cxr-screen web` makes, which would otherwise make the web
+    child exit and be restarted until the supervisor gives up on it.
+    """
     engine = make_engine(settings.storage.database_url)
     try:
         upgrade(engine)
         with make_session_factory(engine)() as session:
+            if settings.web.web_enabled:
+                check_sign_in(settings, session)
             active = get_active_model(session)
             return active.version if active is not None else None
     except (OperationalError, ProgrammingError) as exc:
@@ -89,7 +97,8 @@ def _first_model(settings: Settings) -> None:
 
 def children(settings: Settings) -> list[ChildSpec]:
     """The processes `up` supervises: the DICOM receiver only when CXR_RECEIVE_ENABLED is set
-    (it listens on a port, which a site must open on purpose)."""
+    and the web pages only when CXR_WEB_ENABLED is set (each listens on a port, which a
+    site must open on purpose)."""
     specs = [
         ChildSpec("watcher", (*CLI, "watch")),
         ChildSpec("worker", (*CLI, "worker", "--queues", "screening")),
@@ -98,6 +107,8 @@ def children(settings: Settings) -> list[ChildSpec]:
     ]
     if settings.pacs.receive_enabled:
         specs.append(ChildSpec("receiver", (*CLI, "receive")))
+    if settings.web.web_enabled:
+        specs.append(ChildSpec("web", (*CLI, "web")))
     return specs
 
 
@@ -115,7 +126,8 @@ def up(
     ] = 60.0,
 ) -> None:
     """Run the whole service on this host: watcher, screening worker, training worker,
-    scheduler and, with CXR_RECEIVE_ENABLED, the DICOM receiver, with one combined log.
+    scheduler and, with CXR_RECEIVE_ENABLED, the DICOM receiver and, with CXR_WEB_ENABLED,
+    the web pages, with one combined log.
     A child that exits is restarted. Ctrl-C or SIGTERM stops everything cleanly.
 
     On the embedded defaults (SQLite database and broker under `./var`, folders under the
@@ -164,6 +176,11 @@ def up(
                         f"{settings.pacs.dicom_bind_address}:{settings.pacs.dicom_port}"
                     ]
                     if settings.pacs.receive_enabled
+                    else []
+                ),
+                *(
+                    [f"  web:      http://{settings.web.web_host}:{settings.web.web_port}/"]
+                    if settings.web.web_enabled
                     else []
                 ),
                 "  stop:     Ctrl-C",

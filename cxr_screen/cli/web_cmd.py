@@ -7,12 +7,27 @@ from typing import Annotated
 
 import typer
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from cxr_screen.cli.common import CommandError, database_error, engine_for, settings_or_fail
 from db.migrate import current_revision, head_revision
 from db.session import make_session_factory, session_scope
 from db.users import count_users
 from worker.logs import configure_logging
+from worker.settings import Settings
+
+
+def check_sign_in(settings: Settings, session: Session) -> None:
+    """Refuse to serve pages nobody could sign in to: no account and no CXR_WEB_PASSWORD.
+
+    `cxr-screen web` checks it before listening, and `cxr-screen up` before starting
+    anything when CXR_WEB_ENABLED is set.
+    """
+    if settings.web.web_password is None and count_users(session) == 0:
+        raise CommandError(
+            "nobody could sign in: add a user with `cxr-screen users add NAME --role "
+            "admin`, or set CXR_WEB_PASSWORD (one shared password)"
+        )
 
 
 def web(
@@ -51,12 +66,7 @@ def web(
                 "`cxr-screen db upgrade`"
             )
         with session_scope(make_session_factory(engine)) as session:
-            users = count_users(session)
-        if users == 0 and settings.web.web_password is None:
-            raise CommandError(
-                "nobody could sign in: add a user with `cxr-screen users add NAME --role "
-                "admin`, or set CXR_WEB_PASSWORD (one shared password)"
-            )
+            check_sign_in(settings, session)
         app = create_app(settings, engine=engine)
     except (OperationalError, ProgrammingError) as exc:
         engine.dispose()

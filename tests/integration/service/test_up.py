@@ -1,13 +1,18 @@
-"""End to end: `cxr-screen up`, real files dropped into the inbox, results, clean stop."""
+"""End to end: `cxr-screen up`, real files dropped into the inbox, results (in the database
+and on the web pages), clean stop."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from db.migrate import upgrade
@@ -15,7 +20,7 @@ from db.session import make_engine, make_session_factory
 from tests.cli_runner import run_cli
 from tests.conftest import fresh_database
 from tests.invariants import assert_invariants, tree_digest
-from tests.processes import RedisServer, Service, wait_until
+from tests.processes import RedisServer, Service, free_port, wait_until
 from tests.tiny_model import register_model
 from worker.filing import Filing
 
@@ -28,6 +33,8 @@ FAST = {
     "CXR_RECONCILE_INTERVAL_S": "2",
     "CXR_REQUEUE_AFTER_S": "10",
 }
+WEB_PASSWORD = "shared password for the test"
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(params=["embedded", "redis+postgresql"])
@@ -60,9 +67,39 @@ def _results(cwd: Path, env: dict[str, str]) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def _healthy(web: httpx.Client) -> bool:
+    try:
+        return web.get("/healthz").status_code == 200
+    except httpx.TransportError:  # not listening yet (or being restarted)
+        return False
+
+
+def _signed_in_results(web: httpx.Client) -> str:
+    """Sign in with the shared password through the form, as a browser does; the results."""
+    form = web.get("/login")
+    assert form.status_code == 200
+    token = _TOKEN.search(form.text)
+    assert token, "the sign-in form has no form token"
+    signed_in = web.post(
+        "/login", data={"name": "", "password": WEB_PASSWORD, "csrf_token": token.group(1)}
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    assert signed_in.headers["location"] == "/results"
+    page = web.get("/results")
+    assert page.status_code == 200
+    return page.text
+
+
 def test_up_screens_dropped_files_and_stops_cleanly(
     service_env: dict[str, str], shared_data: Path, tmp_path: Path
 ) -> None:
+    port = free_port()
+    service_env = {
+        **service_env,
+        "CXR_WEB_ENABLED": "true",
+        "CXR_WEB_PASSWORD": WEB_PASSWORD,
+        "CXR_WEB_PORT": str(port),
+    }
     home = tmp_path / "site"
     home.mkdir()
     url = service_env.get("CXR_DATABASE_URL", f"sqlite:///{home / 'var' / 'cxr-screen.db'}")
@@ -113,6 +150,28 @@ def test_up_screens_dropped_files_and_stops_cleanly(
             dropped=[p.read_bytes() for p in [*jpegs, *dicoms, corrupt]],
             outside={shared_data / "dicom": shared_digest},
         )
+
+        # The web pages run beside them: healthy, and listing what was screened.
+        assert f"web:      http://127.0.0.1:{port}/" in service.output()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
+            wait_until(lambda: _healthy(web), timeout=60, what="/healthz to answer 200")
+            health = web.get("/healthz").json()
+            assert health["status"] == "ok", health
+            assert web.get("/results", follow_redirects=False).headers["location"] == "/login"
+            page = _signed_in_results(web)
+            for row in _results(home, service_env):
+                if row["status"] == "done":
+                    assert f'<a href="/scans/{row["scan_id"]}">' in page
+                    assert str(row["source_path"]) in page
+            # Supervised like the other children: killed, it comes back.
+            started = re.findall(r"started web \(pid (\d+)\)", service.output())
+            assert len(started) == 1
+            os.kill(int(started[0]), signal.SIGKILL)
+            wait_until(
+                lambda: "web exited (-9); restarting" in service.output() and _healthy(web),
+                timeout=90,
+                what="the web pages to be restarted",
+            )
     finally:
         started = time.monotonic()
         code = service.stop(timeout=90)

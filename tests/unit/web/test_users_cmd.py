@@ -1,4 +1,5 @@
-"""`cxr-screen users add|list` and `cxr-screen web`'s refusals, run as a person would."""
+"""`cxr-screen users add|list` and the refusals of `cxr-screen web` (and of `up` with the
+web pages enabled), run as a person would."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from db.users import find_user
 from tests.cli_runner import cxr_screen_executable
 
 
-def _run(*args: str, url: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+def _run(
+    *args: str, url: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")} | (env or {})
     env["CXR_DATABASE_URL"] = url
     return subprocess.run(
         [cxr_screen_executable(), *args],
@@ -90,6 +93,18 @@ def test_web_refuses_to_start_when_nobody_could_sign_in(
     done = _run("web", "--port", "1", url=database_url, cwd=tmp_path)
     assert done.returncode == 2
     assert "nobody could sign in: add a user with `cxr-screen users add" in done.stderr
+
+
+def test_up_with_the_web_pages_refuses_to_start_when_nobody_could_sign_in(
+    migrated_engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    done = _run("up", url=database_url, cwd=tmp_path, env={"CXR_WEB_ENABLED": "true"})
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "cxr-screen: error: nobody could sign in: add a user with `cxr-screen users add"
+    )
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "started" not in done.stdout
 
 
 def test_web_refuses_an_old_schema(database_url: str, tmp_path: Path) -> None:
