@@ -39,9 +39,13 @@ def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.name)).all()
 
 
-def count_users(session: Session) -> int:
-    """How many users are recorded."""
-    return len(session.scalars(select(User.id)).all())
+def count_users(session: Session, *, with_password: bool = False) -> int:
+    """How many users are recorded (only those with a password of their own when
+    `with_password`: the shared password's account has none)."""
+    query = select(User.id)
+    if with_password:
+        query = query.where(User.password_hash.is_not(None))
+    return len(session.scalars(query).all())
 
 
 def shared_user(session: Session, *, name: str) -> User:

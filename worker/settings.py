@@ -533,6 +533,12 @@ class WebSettings(_Group):
         "`shared` admin account). Per-person accounts: `cxr-screen users add`.",
     )
 
+    web_https: bool = Field(
+        False,
+        description="The web pages are reached through an HTTPS proxy: mark the session "
+        "cookie Secure (the proxy speaks plain HTTP to cxr-screen web, which cannot see it).",
+    )
+
     web_secret: SecretStr | None = Field(
         None,
         description="Key that signs the web pages' session cookies (at least 32 bytes); "

@@ -23,7 +23,9 @@ def check_sign_in(settings: Settings, session: Session) -> None:
     `cxr-screen web` checks it before listening, and `cxr-screen up` before starting
     anything when CXR_WEB_ENABLED is set.
     """
-    if settings.web.web_password is None and count_users(session) == 0:
+    # The shared password's account has no password of its own: with CXR_WEB_PASSWORD
+    # unset again, it lets nobody in.
+    if settings.web.web_password is None and count_users(session, with_password=True) == 0:
         raise CommandError(
             "nobody could sign in: add a user with `cxr-screen users add NAME --role "
             "admin`, or set CXR_WEB_PASSWORD (one shared password)"

@@ -93,11 +93,13 @@ async def csrf_guard(request: Request) -> None:
     if request.method in SAFE_METHODS:
         return
     found = browser_session(request)
+    if found is None:  # refused before its body is read: no session, no form
+        raise CsrfError
     content_type = request.headers.get("content-type", "")
     token: object = None
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         token = (await request.form()).get(CSRF_FIELD)
-    if found is None or not isinstance(token, str):
+    if not isinstance(token, str):
         raise CsrfError
     if not hmac.compare_digest(token.encode(), found.csrf.encode()):
         raise CsrfError
@@ -112,5 +114,5 @@ def set_session(response: Response, request: Request, session: WebSession) -> No
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or web_state(request).settings.web.web_https,
     )

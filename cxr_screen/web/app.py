@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.add_exception_handler(NotSignedInError, _not_signed_in)
     app.add_exception_handler(ForbiddenError, _forbidden)
     app.add_exception_handler(CsrfError, _csrf_refused)
+    app.add_exception_handler(RequestValidationError, _invalid_input)
     app.middleware("http")(_security_headers)
     return app
 
@@ -103,3 +105,16 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
         "sign-in: reload the page and send it again.",
     }
     return render(request, "refused.html", context, reader=None, status=403)
+
+
+async def _invalid_input(request: Request, exc: Exception) -> Response:
+    """Name the fields that are wrong, never their values: FastAPI's own answer quotes
+    what was sent, a password included."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    fields = sorted({".".join(str(part) for part in error.get("loc", ())[1:]) for error in errors})
+    named = ", ".join(field for field in fields if field) or "request"
+    return Response(
+        f"not accepted: {named} (missing, too long or not a valid value); go back and correct it\n",
+        status_code=422,
+        media_type="text/plain",
+    )

@@ -8,6 +8,7 @@ from the request; the archived file must still hold the scan's bytes (its SHA-25
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,16 @@ class Whereabouts:
     present: bool
 
 
+def absolute(root: Path) -> Path:
+    """A configured folder as the watcher and workers record paths below it: absolute
+    (the defaults, `archive` and so on, are relative to the working directory), links
+    left unresolved as `worker.runtime` leaves them."""
+    return Path(os.path.abspath(root))  # noqa: PTH100
+
+
 def _held(root: Path, path: Path, *, max_bytes: int, scan_id: int) -> HeldFile | None:
     try:
-        held = read_held(root, path, max_bytes=max_bytes)
+        held = read_held(absolute(root), path, max_bytes=max_bytes)
     except (FileNotFoundError, NotADirectoryError):
         log.warning("scan %d: its file is not where the database says", scan_id)
         return None
@@ -106,8 +114,8 @@ def whereabouts(settings: Settings, stored_path: str | None, source_path: str) -
         ("quarantine", storage.quarantine),
         ("inbox", storage.inbox),
     ):
-        if inside(root, Path(path)):
-            return Whereabouts(name, path, _present(root, Path(path)))
+        if inside(absolute(root), Path(path)):
+            return Whereabouts(name, path, _present(absolute(root), Path(path)))
     return Whereabouts("outside the configured folders", path, False)
 
 

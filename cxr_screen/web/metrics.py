@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import service_stats
 from db.model_registry import get_active_model
+from db.models import RunStatus
 from db.report_admin import count_reports
 from db.service_stats import Histogram
 from db.session import session_scope
@@ -84,17 +85,29 @@ def _service(session: Session) -> Iterator[Metric]:
     for report_status, count in count_reports(session).items():
         reports.add_metric([report_status.value], count)
     yield reports
-    runs = CounterMetricFamily("cxr_training_runs", "Training runs by outcome.", labels=["status"])
-    for status, count in service_stats.runs_by_status(session).items():
-        runs.add_metric([status], count)
+    # Counters only count what never changes again: a finished run's outcome, a gate's
+    # decision. A run in progress is a gauge (it leaves that state when it ends).
+    by_run_status = service_stats.runs_by_status(session)
+    runs = CounterMetricFamily(
+        "cxr_training_runs", "Finished training runs by outcome.", labels=["status"]
+    )
+    for status, count in by_run_status.items():
+        if status != RunStatus.RUNNING.value:
+            runs.add_metric([status], count)
     yield runs
+    yield GaugeMetricFamily(
+        "cxr_training_runs_in_progress",
+        "Training runs running now.",
+        value=by_run_status.get(RunStatus.RUNNING.value, 0),
+    )
     gate = CounterMetricFamily(
         "cxr_gate_decisions",
-        "Registered model versions by the gate's decision.",
+        "Registered model versions by the gate's decision (versions without one left out).",
         labels=["outcome"],
     )
     for outcome, count in service_stats.gate_outcomes(session).items():
-        gate.add_metric([outcome], count)
+        if outcome != "none":
+            gate.add_metric([outcome], count)
     yield gate
     seen = GaugeMetricFamily(
         "cxr_worker_last_seen_timestamp_seconds",

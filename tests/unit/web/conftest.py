@@ -63,6 +63,8 @@ class Web:
     seeded: Seeded
     settings: Settings
     factory: sessionmaker[Session]
+    engine: Engine
+    database_url: str
 
     def sign_in_reader(self) -> str:
         return sign_in(self.client, *READER)
@@ -83,4 +85,4 @@ def web(
     seeded = seed(session_factory, folders=tmp_path, shared=SHARED_DIR)
     app = create_app(settings, engine=migrated_engine)
     with TestClient(app) as client:
-        yield Web(client, seeded, settings, session_factory)
+        yield Web(client, seeded, settings, session_factory, migrated_engine, database_url)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from cxr_screen.web.app import create_app
 from cxr_screen.web.sessions import COOKIE_NAME
 from tests.unit.web.conftest import Web, csrf_of, sign_in, web_settings
 from tests.web_seed import READER
@@ -122,3 +127,36 @@ def test_pages_are_never_cached_framed_or_scripted(web: Web) -> None:
     assert headers["x-frame-options"] == "DENY"
     assert "script-src" not in headers["content-security-policy"]
     assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_a_refused_form_value_is_named_never_echoed(web: Web) -> None:
+    token = csrf_of(web.client.get("/login").text)
+    secret = "correct horse battery staple " * 40  # over the 1024-character limit
+
+    response = web.client.post(
+        "/login", data={"name": "rita", "password": secret, "csrf_token": token}
+    )
+
+    assert response.status_code == 422
+    assert "password" in response.text
+    assert "correct horse" not in response.text
+
+
+def test_an_anonymous_post_with_a_large_upload_is_refused(web: Web) -> None:
+    response = web.client.post(
+        "/models/rollback", files={"upload": ("big.bin", b"\0" * (4 * 1024 * 1024))}
+    )
+    assert response.status_code == 403
+
+
+def test_behind_an_https_proxy_the_cookie_is_secure(
+    migrated_engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    settings = web_settings(database_url, tmp_path, web_https=True)
+    with TestClient(create_app(settings, engine=migrated_engine)) as client:
+        cookie = client.get("/login").headers["set-cookie"]
+    assert "Secure" in cookie
+
+
+def test_over_plain_http_without_a_proxy_the_cookie_is_not_marked_secure(web: Web) -> None:
+    assert "Secure" not in web.client.get("/login").headers["set-cookie"]

@@ -49,6 +49,14 @@ def test_metrics_count_the_database_at_scrape_time(web: Web) -> None:
     assert _value(families["cxr_training_runs"], "cxr_training_runs_total", status="failed") == 1
     gate = families["cxr_gate_decisions"]
     assert _value(gate, "cxr_gate_decisions_total", outcome="passed") == 1
+    # Counters hold only what never changes again: no "none" decision, no running run.
+    assert {sample.labels["outcome"] for sample in gate if "outcome" in sample.labels} <= {
+        "passed",
+        "failed",
+    }
+    runs = families["cxr_training_runs"]
+    assert "running" not in {sample.labels.get("status") for sample in runs}
+    assert "cxr_training_runs_in_progress" in families
     seen = families["cxr_worker_last_seen_timestamp_seconds"]
     assert _value(seen, "cxr_worker_last_seen_timestamp_seconds", worker="celery@gpu-1") > 0
     with session_scope(web.factory) as session:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from cxr_screen.web.app import create_app
 from db.models import Scan
 from db.session import session_scope
-from tests.unit.web.conftest import Web
-from tests.web_seed import HOSTILE_NAME, INPUT_SIZE
+from tests.unit.web.conftest import Web, sign_in, web_settings
+from tests.web_seed import HOSTILE_NAME, INPUT_SIZE, READER
 
 
 def test_a_screened_scan_shows_verdict_facts_whereabouts_and_report(web: Web) -> None:
@@ -103,3 +106,28 @@ def test_an_unknown_scan_is_a_404_page(web: Web) -> None:
     response = web.client.get("/scans/424242")
     assert response.status_code == 404
     assert "No such scan" in response.text
+
+
+def test_the_pictures_are_found_with_the_default_relative_folders(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CXR_ARCHIVE` unset is `archive`, relative to the working directory, while the
+    workers record absolute paths below it: the page must find them all the same."""
+    monkeypatch.chdir(web.settings.storage.archive.parent)
+    relative = web_settings(
+        web.database_url,
+        web.settings.storage.archive.parent,
+        archive=Path("archive"),
+        inbox=Path("inbox"),
+        quarantine=Path("quarantine"),
+    )
+    assert not relative.storage.archive.is_absolute()
+    app = create_app(relative, engine=web.engine)
+    with TestClient(app) as client:
+        sign_in(client, *READER)
+        heatmap = client.get(f"/scans/{web.seeded.flagged}/heatmap.png")
+        page = client.get(f"/scans/{web.seeded.flagged}").text
+    assert heatmap.status_code == 200
+    assert heatmap.content == web.seeded.heatmap_bytes
+    assert "archive: " in page
+    assert "(present)" in page

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cxr_screen.web.passwords import verify_password
 from db.models import UserRole
-from db.users import find_user
+from db.session import session_scope
+from db.users import find_user, shared_user
 from tests.cli_runner import cxr_screen_executable
 
 
@@ -111,3 +112,20 @@ def test_web_refuses_an_old_schema(database_url: str, tmp_path: Path) -> None:
     done = _run("web", url=database_url, cwd=tmp_path)
     assert done.returncode == 2
     assert "run `cxr-screen db upgrade`" in done.stderr
+
+
+def test_web_refuses_to_start_when_only_the_shared_account_is_left(
+    migrated_engine: Engine,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The shared password's account has no password of its own: once CXR_WEB_PASSWORD
+    is unset again, nobody can sign in with it."""
+    with session_scope(session_factory) as session:
+        shared_user(session, name="shared")
+
+    done = _run("web", "--port", "1", url=database_url, cwd=tmp_path)
+
+    assert done.returncode == 2
+    assert "nobody could sign in" in done.stderr
