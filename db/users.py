@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import User, UserRole
@@ -51,8 +52,16 @@ def count_users(session: Session, *, with_password: bool = False) -> int:
 def shared_user(session: Session, *, name: str) -> User:
     """The account of the shared password (no password of its own), made on first use."""
     user = find_user(session, name=name)
-    if user is None:
-        user = User(name=name, role=UserRole.ADMIN, password_hash=None)
-        session.add(user)
-        session.flush()
+    if user is not None:
+        return user
+    try:
+        # A savepoint: two first sign-ins at once both insert, and the loser reads the
+        # winner's row instead of failing the whole request.
+        with session.begin_nested():
+            user = User(name=name, role=UserRole.ADMIN, password_hash=None)
+            session.add(user)
+    except IntegrityError:
+        user = find_user(session, name=name)
+        if user is None:
+            raise
     return user

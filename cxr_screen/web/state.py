@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -10,6 +10,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cxr_screen.web.throttle import SignInThrottle
 from worker.imaging import DecodeOptions
 from worker.settings import Settings
 
@@ -28,6 +29,7 @@ class WebState:
     key: bytes
     decode: DecodeOptions
     templates: jinja2.Environment
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 def web_state(request: Request) -> WebState:

@@ -20,6 +20,7 @@ from db.users import find_user, shared_user
 log = logging.getLogger(__name__)
 router = APIRouter()
 REFUSED = "The name or password is not right."
+THROTTLED = "Too many wrong passwords from here for this name: wait five minutes, or ask an admin."
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -43,9 +44,15 @@ def login(
     name: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Check the password; on success a new session (and token) for the user."""
-    settings = web_state(request).settings
+    state = web_state(request)
+    settings = state.settings
     user_id: int | None = None
     name = name.strip()
+    client = request.client.host if request.client is not None else "-"
+    if not state.throttle.allowed(client, name):
+        log.warning("web sign-in refused unchecked: too many wrong passwords from one address")
+        current = browser_session(request) or WebSession.fresh()
+        return _form(request, current, message=THROTTLED, name=name, status=429)
     if name:
         user = find_user(db, name=name)
         # The hash first, whoever asked: an unknown name takes as long as a wrong password.
@@ -56,9 +63,11 @@ def login(
     ):
         user_id = shared_user(db, name=SHARED_ACCOUNT).id
     if user_id is None:
+        state.throttle.failed(client, name)
         log.warning("web sign-in refused: unknown name or wrong password")
         current = browser_session(request) or WebSession.fresh()
         return _form(request, current, message=REFUSED, name=name, status=401)
+    state.throttle.succeeded(client, name)
     log.info("web sign-in: %s", name or SHARED_ACCOUNT)
     response = RedirectResponse("/results", status_code=303)
     set_session(response, request, WebSession.fresh(user_id))

@@ -7,10 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cxr_screen.web.passwords import verify_password
+from db import users
 from db.models import UserRole
 from db.session import session_scope
 from db.users import find_user, shared_user
@@ -129,3 +131,28 @@ def test_web_refuses_to_start_when_only_the_shared_account_is_left(
 
     assert done.returncode == 2
     assert "nobody could sign in" in done.stderr
+
+
+def test_two_first_shared_sign_ins_at_once_share_one_account(
+    migrated_engine: Engine,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second request found no account, then lost the race to insert it: it reads
+    the winner's row instead of failing (the unique name refuses a second one)."""
+    with session_scope(session_factory) as session:
+        winner = shared_user(session, name="shared").id
+    real_find = users.find_user
+    calls: list[str] = []
+
+    def stale_then_real(session: Session, *, name: str) -> object:
+        calls.append(name)
+        return None if len(calls) == 1 else real_find(session, name=name)
+
+    monkeypatch.setattr(users, "find_user", stale_then_real)
+
+    with session_scope(session_factory) as session:
+        loser = shared_user(session, name="shared")
+        assert loser.id == winner
+        assert len(users.list_users(session)) == 1
+    assert calls == ["shared", "shared"]
