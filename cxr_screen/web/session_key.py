@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 
+from worker.imaging.pseudonym import write_new_key
 from worker.settings import Settings
 
 KEY_FILE_NAME = "web-session.key"
@@ -48,13 +46,4 @@ def session_key(settings: Settings) -> bytes:
 
 
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(secrets.token_bytes(KEY_BYTES))
-        with contextlib.suppress(FileExistsError):  # another server made it first
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_new_key(path, KEY_BYTES)  # another server may have made it first: theirs stands

@@ -43,18 +43,24 @@ def load_or_create_key(path: Path) -> bytes:
     """
     if path.exists():
         return _read_key(path)
+    write_new_key(path, KEY_BYTES)
+    return _read_key(path)
+
+
+def write_new_key(path: Path, size: int) -> None:
+    """Create `path` holding `size` random bytes, readable by its owner only (0600),
+    unless another process created it first (then theirs stands): written to a private
+    temporary file and hard-linked into place, which fails if the name exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(secrets.token_bytes(KEY_BYTES))
-        # Another process created the key first: use theirs.
+            handle.write(secrets.token_bytes(size))
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return _read_key(path)
 
 
 def _read_key(path: Path) -> bytes:
